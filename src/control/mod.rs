@@ -1,0 +1,3 @@
+//! The control plane: command line, admin HTTP API, `/metrics`, hot reload.
+
+pub mod cli;

@@ -1,0 +1,1 @@
+//! SDP: views and rewriting of connection, media ports and RTCP attributes.

@@ -1,0 +1,1 @@
+//! SIP messages: views, rewriting, response building.
