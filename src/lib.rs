@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod driver;
 pub mod media;
 pub mod proxy;

@@ -63,6 +63,7 @@ impl Callee {
     /// Listens on `addr` (SIP) and on an ephemeral RTP port of the same ip, echoing RTP.
     pub fn spawn(addr: SocketAddr, answer: Answer) -> io::Result<Callee> {
         let sip = UdpSocket::bind(addr)?;
+        let addr = sip.local_addr()?;
         sip.set_read_timeout(Some(Duration::from_millis(20)))?;
         let rtp = UdpSocket::bind(SocketAddr::new(addr.ip(), 0))?;
         rtp.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -123,6 +124,7 @@ struct IncomingCall {
     /// The dialog for a BYE of our own: remote target, route set, From/To as we send them.
     bye: Option<(SocketAddr, Vec<u8>)>,
     last_retransmit: Instant,
+    bye_received: bool,
     done_at: Option<Instant>,
 }
 
@@ -139,7 +141,9 @@ struct CalleeLoop {
 impl CalleeLoop {
     fn new(sock: UdpSocket, rtp_addr: SocketAddr, answer: Answer, stats: Arc<CalleeStats>) -> Self {
         CalleeLoop {
-            local: sock.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+            local: sock
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
             sock,
             rtp_addr,
             answer,
@@ -184,7 +188,10 @@ impl CalleeLoop {
                 let tag = format!("cal{}", self.next_tag);
                 self.next_tag += 1;
                 let dst = invite_source(&msg).unwrap_or(src);
-                self.send(&response(&msg, 180, "Ringing", Some(&tag), Some(self.local), None), dst);
+                self.send(
+                    &response(&msg, 180, "Ringing", Some(&tag), Some(self.local), None),
+                    dst,
+                );
                 self.calls.push(IncomingCall {
                     call_id,
                     local_tag: tag,
@@ -195,6 +202,7 @@ impl CalleeLoop {
                     hang_up_at: None,
                     bye: None,
                     last_retransmit: now,
+                    bye_received: false,
                     done_at: None,
                 });
             }
@@ -220,7 +228,14 @@ impl CalleeLoop {
                         let Ok(invite) = Message::parse(&call.invite) else {
                             return;
                         };
-                        let r = response(&invite, 487, "Request Terminated", Some(&call.local_tag), None, None);
+                        let r = response(
+                            &invite,
+                            487,
+                            "Request Terminated",
+                            Some(&call.local_tag),
+                            None,
+                            None,
+                        );
                         let _ = self.sock.send_to(&r, src);
                         call.final_sent = Some(r);
                         call.answer_at = None;
@@ -228,14 +243,16 @@ impl CalleeLoop {
                 }
             }
             Some(Method::Bye) => {
-                self.send(&response(&msg, 200, "OK", None, None, None), src);
+                // Count before answering: whoever sees the 200 may read the counters at once.
                 if let Some(call) = self.calls.iter_mut().find(|c| c.call_id == call_id) {
-                    if call.done_at.is_none_or(|d| d > now + Duration::from_millis(500)) {
+                    if !call.bye_received {
                         self.stats.byes_received.fetch_add(1, Ordering::Relaxed);
                     }
-                    call.done_at = Some(now + Duration::from_millis(500));
+                    call.bye_received = true;
+                    call.done_at = Some(now);
                     call.hang_up_at = None;
                 }
+                self.send(&response(&msg, 200, "OK", None, None, None), src);
             }
             Some(Method::Options) => {
                 self.stats.options.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +293,14 @@ impl CalleeLoop {
                     c => (c, "Rejected"),
                 };
                 let body = (code == 200).then(|| sdp_for(self.rtp_addr));
-                let r = response(&invite, code, reason, Some(&call.local_tag), Some(self.local), body.as_deref());
+                let r = response(
+                    &invite,
+                    code,
+                    reason,
+                    Some(&call.local_tag),
+                    Some(self.local),
+                    body.as_deref(),
+                );
                 sends.push((r.clone(), src));
                 call.final_sent = Some(r);
                 call.last_retransmit = now;
@@ -392,9 +416,11 @@ fn response(
     for h in req.headers() {
         let value = String::from_utf8_lossy(h.value);
         match h.name {
-            H::Via | H::From | H::CallId | H::CSeq => {
-                m.push_str(&format!("{}: {}\r\n", String::from_utf8_lossy(h.raw_name), value))
-            }
+            H::Via | H::From | H::CallId | H::CSeq => m.push_str(&format!(
+                "{}: {}\r\n",
+                String::from_utf8_lossy(h.raw_name),
+                value
+            )),
             H::RecordRoute if code > 100 && code < 300 => {
                 m.push_str(&format!("Record-Route: {value}\r\n"))
             }
@@ -492,7 +518,13 @@ impl Caller {
         self.seq += 1;
         let local = self.sip.local_addr()?;
         let rtp_local = self.rtp.local_addr()?;
-        let call_id = format!("{}-{}-{}@{}", std::process::id(), self.seq, local.port(), local.ip());
+        let call_id = format!(
+            "{}-{}-{}@{}",
+            std::process::id(),
+            self.seq,
+            local.port(),
+            local.ip()
+        );
         let tag = format!("clr{}", self.seq);
         let branch = format!("z9hG4bKinv{}x{}", self.seq, local.port());
         let family = if local.ip().is_ipv4() { "IP4" } else { "IP6" };
@@ -524,7 +556,8 @@ impl Caller {
             if now - started > Duration::from_secs(32) {
                 return Ok(outcome);
             }
-            if let (Some(p), Some(after), false) = (provisional_at, dial.cancel_after, cancel_sent) {
+            if let (Some(p), Some(after), false) = (provisional_at, dial.cancel_after, cancel_sent)
+            {
                 if now >= p + after {
                     let cancel = format!(
                         "CANCEL sip:{num}@{relay};user=phone SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
@@ -541,9 +574,15 @@ impl Caller {
                 next_retransmit = now + interval;
             }
             self.sip.set_read_timeout(Some(Duration::from_millis(10)))?;
-            let Ok((n, _)) = self.sip.recv_from(&mut buf) else { continue };
-            let Ok(msg) = Message::parse(&buf[..n]) else { continue };
-            let (Some(code), Ok(cseq)) = (msg.status(), msg.cseq()) else { continue };
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(msg) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            let (Some(code), Ok(cseq)) = (msg.status(), msg.cseq()) else {
+                continue;
+            };
             if cseq.method != Method::Invite {
                 continue;
             }
@@ -602,7 +641,11 @@ impl Caller {
                 "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n{route_header}From: {from}\r\nTo: {to_with_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             )
         };
-        let ack = in_dialog("ACK", 1, &format!("z9hG4bKack{}x{}", self.seq, local.port()));
+        let ack = in_dialog(
+            "ACK",
+            1,
+            &format!("z9hG4bKack{}x{}", self.seq, local.port()),
+        );
         self.sip.send_to(ack.as_bytes(), first_hop)?;
 
         // Media: 20 ms RTP packets to the answer's address, counting what comes back.
@@ -636,8 +679,12 @@ impl Caller {
         if dial.wait_for_bye.is_some() {
             // The callee hangs up: answer its BYE (and ACK retransmitted 2xx meanwhile).
             while Instant::now() < deadline {
-                let Ok((n, src)) = self.sip.recv_from(&mut buf) else { continue };
-                let Ok(m) = Message::parse(&buf[..n]) else { continue };
+                let Ok((n, src)) = self.sip.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(m) = Message::parse(&buf[..n]) else {
+                    continue;
+                };
                 match m.method() {
                     Some(Method::Bye) => {
                         let ok = response(&m, 200, "OK", None, None, None);
@@ -654,7 +701,11 @@ impl Caller {
             }
             return Ok(outcome);
         }
-        let bye = in_dialog("BYE", 2, &format!("z9hG4bKbye{}x{}", self.seq, local.port()));
+        let bye = in_dialog(
+            "BYE",
+            2,
+            &format!("z9hG4bKbye{}x{}", self.seq, local.port()),
+        );
         self.sip.send_to(bye.as_bytes(), first_hop)?;
         let mut next = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
@@ -662,8 +713,12 @@ impl Caller {
                 self.sip.send_to(bye.as_bytes(), first_hop)?;
                 next = Instant::now() + Duration::from_millis(500);
             }
-            let Ok((n, _)) = self.sip.recv_from(&mut buf) else { continue };
-            let Ok(m) = Message::parse(&buf[..n]) else { continue };
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(m) = Message::parse(&buf[..n]) else {
+                continue;
+            };
             match (m.status(), m.cseq()) {
                 (Some(code), Ok(cseq)) if cseq.method == Method::Bye && code >= 200 => {
                     outcome.ended_cleanly = code == 200;
@@ -676,5 +731,68 @@ impl Caller {
             }
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[test]
+    fn caller_and_callee_complete_a_call_with_media_directly() {
+        let callee = Callee::spawn(loopback(), Answer::default()).unwrap();
+        let mut caller = Caller::new(loopback().ip(), callee.addr).unwrap();
+        let mut dial = Dial::number("+14255550100");
+        dial.rtp_packets = 10;
+        let out = caller.call(&dial).unwrap();
+        assert_eq!(out.status, 200);
+        assert!(out.ended_cleanly, "{out:?}");
+        assert_eq!(out.rtp_sent, 10);
+        assert_eq!(out.rtp_received, 10, "the callee echoes every packet");
+        assert_eq!(callee.stats.byes_received.load(Ordering::Relaxed), 1);
+        assert_eq!(callee.stats.acks.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn rejected_call_reports_the_code() {
+        let answer = Answer {
+            code: 486,
+            ..Answer::default()
+        };
+        let callee = Callee::spawn(loopback(), answer).unwrap();
+        let mut caller = Caller::new(loopback().ip(), callee.addr).unwrap();
+        let out = caller.call(&Dial::number("100")).unwrap();
+        assert_eq!(out.status, 486);
+        assert_eq!(callee.stats.rejected.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn callee_hang_up_and_caller_cancel() {
+        let answer = Answer {
+            hang_up_after: Some(Duration::from_millis(50)),
+            ..Answer::default()
+        };
+        let callee = Callee::spawn(loopback(), answer).unwrap();
+        let mut caller = Caller::new(loopback().ip(), callee.addr).unwrap();
+        let mut dial = Dial::number("100");
+        dial.wait_for_bye = Some(Duration::from_secs(3));
+        let out = caller.call(&dial).unwrap();
+        assert!(out.ended_by_callee, "{out:?}");
+
+        let ringing = Answer {
+            ring: None,
+            ..Answer::default()
+        };
+        let callee = Callee::spawn(loopback(), ringing).unwrap();
+        let mut caller = Caller::new(loopback().ip(), callee.addr).unwrap();
+        let mut dial = Dial::number("100");
+        dial.cancel_after = Some(Duration::from_millis(20));
+        let out = caller.call(&dial).unwrap();
+        assert_eq!(out.status, 487);
+        assert_eq!(callee.stats.cancelled.load(Ordering::Relaxed), 1);
     }
 }
