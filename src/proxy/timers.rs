@@ -42,7 +42,13 @@ impl TimerQueue {
     }
 
     /// Re-arms an entity whose earliest deadline is now `next`; `wake` is its marker.
-    pub fn arm(&mut self, wake: &mut Option<Instant>, next: Option<Instant>, entity: Entity, gen: u32) {
+    pub fn arm(
+        &mut self,
+        wake: &mut Option<Instant>,
+        next: Option<Instant>,
+        entity: Entity,
+        gen: u32,
+    ) {
         if let Some(n) = next {
             if wake.is_none_or(|w| n < w) {
                 self.seq += 1;
@@ -75,10 +81,17 @@ impl TimerQueue {
         self.heap.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// Drops stale entries when they outnumber the live ones, keeping memory bounded.
     pub fn compact(&mut self, live: impl Fn(Entity, u32, Instant) -> bool) {
         let old = std::mem::take(&mut self.heap);
-        self.heap = old.into_iter().filter(|e| live(e.0.entity, e.0.gen, e.0.at)).collect();
+        self.heap = old
+            .into_iter()
+            .filter(|e| live(e.0.entity, e.0.gen, e.0.at))
+            .collect();
     }
 }
 
@@ -107,12 +120,27 @@ mod tests {
         let t0 = Instant::now();
         let mut q = TimerQueue::new();
         let mut wake = None;
-        q.arm(&mut wake, Some(t0 + Duration::from_secs(10)), Entity::Ctx(1), 0);
+        q.arm(
+            &mut wake,
+            Some(t0 + Duration::from_secs(10)),
+            Entity::Ctx(1),
+            0,
+        );
         // A later deadline does not push.
-        q.arm(&mut wake, Some(t0 + Duration::from_secs(20)), Entity::Ctx(1), 0);
+        q.arm(
+            &mut wake,
+            Some(t0 + Duration::from_secs(20)),
+            Entity::Ctx(1),
+            0,
+        );
         assert_eq!(q.len(), 1);
         // An earlier one does.
-        q.arm(&mut wake, Some(t0 + Duration::from_secs(5)), Entity::Ctx(1), 0);
+        q.arm(
+            &mut wake,
+            Some(t0 + Duration::from_secs(5)),
+            Entity::Ctx(1),
+            0,
+        );
         assert_eq!(q.len(), 2);
         assert_eq!(q.next(), Some(t0 + Duration::from_secs(5)));
         assert!(q.pop_due(t0 + Duration::from_secs(4)).is_none());
@@ -130,7 +158,12 @@ mod tests {
         let mut q = TimerQueue::new();
         for i in 0..10u32 {
             let mut w = None;
-            q.arm(&mut w, Some(t0 + Duration::from_millis(u64::from(i))), Entity::Call(i), 0);
+            q.arm(
+                &mut w,
+                Some(t0 + Duration::from_millis(u64::from(i))),
+                Entity::Call(i),
+                0,
+            );
         }
         q.compact(|e, _, _| matches!(e, Entity::Call(i) if i % 2 == 0));
         assert_eq!(q.len(), 5);

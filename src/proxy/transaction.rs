@@ -150,7 +150,9 @@ impl ClientTxn {
                 ClientOutcome::Final
             }
             (Accepted, 200..=299) => ClientOutcome::Retransmitted2xx,
-            (Completed, 200..=699) if self.invite && code >= 300 => ClientOutcome::RetransmittedFinal,
+            (Completed, 200..=699) if self.invite && code >= 300 => {
+                ClientOutcome::RetransmittedFinal
+            }
             (Completed, 200..=699) => ClientOutcome::Absorb,
             _ => ClientOutcome::Absorb,
         }
@@ -407,7 +409,10 @@ mod tests {
         assert_eq!(c.next_deadline(), Some(t0 + t.timer_c));
         assert_eq!(c.on_response(t0, 486, &t), ClientOutcome::Final);
         assert_eq!(c.state, ClientState::Completed);
-        assert_eq!(c.on_response(t0, 486, &t), ClientOutcome::RetransmittedFinal);
+        assert_eq!(
+            c.on_response(t0, 486, &t),
+            ClientOutcome::RetransmittedFinal
+        );
         let end = c.next_deadline().unwrap();
         assert_eq!(end - t0, Duration::from_secs(32));
         assert_eq!(c.poll(end, &t), Some(ClientTimer::Terminated));
@@ -419,7 +424,10 @@ mod tests {
         let t0 = Instant::now();
         let mut c = ClientTxn::new(t0, true, true, &t);
         c.on_response(t0, 100, &t);
-        assert_eq!(c.poll(t0 + Duration::from_secs(10), &t), Some(ClientTimer::FastFailover));
+        assert_eq!(
+            c.poll(t0 + Duration::from_secs(10), &t),
+            Some(ClientTimer::FastFailover)
+        );
         assert_eq!(c.poll(t0 + Duration::from_secs(10), &t), None);
     }
 
