@@ -42,6 +42,20 @@ impl Preflight {
 /// Probes the kernel, checks `memlock_needed` bytes can be locked, raises RLIMIT_NOFILE.
 /// A missing opcode or feature the loop cannot do without is an error naming it.
 pub fn preflight(memlock_needed: u64) -> Result<Preflight, DriverError> {
+    // The probe ring lives on a thread of its own: closing a DEFER_TASKRUN ring queues task
+    // work to the thread that made it, which would interrupt that thread's blocking calls.
+    std::thread::scope(|s| {
+        s.spawn(|| probe_and_limits(memlock_needed))
+            .join()
+            .unwrap_or_else(|_| {
+                Err(DriverError::Unsupported(
+                    "the io_uring probe panicked".into(),
+                ))
+            })
+    })
+}
+
+fn probe_and_limits(memlock_needed: u64) -> Result<Preflight, DriverError> {
     let (ring, mode) = ring::build(8, 16).map_err(|e| {
         DriverError::Unsupported(format!(
             "cannot create an io_uring ({e}); is io_uring disabled (sysctl kernel.io_uring_disabled) or blocked by seccomp?"
