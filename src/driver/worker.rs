@@ -217,7 +217,6 @@ where
             sockets: socks,
             own: worker_addresses[index],
             max_media,
-            min_wait: pre.min_wait,
             cpu: (!cpus.is_empty()).then(|| cpus[index % cpus.len()]),
         };
         let make_core = make_core.clone();
@@ -286,7 +285,6 @@ struct Setup {
     sockets: Vec<(Socket, SocketAddr)>,
     own: SocketAddr,
     max_media: usize,
-    min_wait: bool,
     cpu: Option<usize>,
 }
 
@@ -360,8 +358,8 @@ struct State<C> {
     shared: Arc<Shared>,
     stats: Stats,
     cfg: Arc<DriverConfig>,
-    min_wait: bool,
     no_iowait: bool,
+    min_wait: bool,
     sip_ring: BufRing,
     media_ring: BufRing,
     msghdr: Box<libc::msghdr>,
@@ -488,8 +486,8 @@ impl<C: Core> Worker<C> {
             binder,
             shared: setup.shared,
             stats,
-            min_wait: setup.min_wait && mode.min_wait,
             no_iowait: mode.no_iowait,
+            min_wait: mode.min_wait,
             sip_ring,
             media_ring,
             msghdr,
@@ -530,6 +528,8 @@ impl<C: Core> Worker<C> {
             st.arm(&mut io, slot);
         }
         st.arm_eventfd(&mut io);
+        // Pairs the core bound while it was being made.
+        st.apply_binder(&mut io);
         let result = st.run_loop(&mut io, &mut cq);
         if let Some(w) = st.shared.wakes.get(st.index) {
             w.ring_fd.store(-1, Ordering::SeqCst);
@@ -644,6 +644,8 @@ impl<C: Core> State<C> {
         } else {
             io_uring::EnterFlags::empty()
         };
+        // Batch wake-ups: ask for `wait_batch` completions, but once one is there wait no longer
+        // than the min-wait (shorter after a turn that saw SIP).
         let r = match deadline {
             Some(d) if d <= now => io.sub.submit(),
             _ => {
@@ -658,12 +660,13 @@ impl<C: Core> State<C> {
                     args = args.timespec(ts);
                 }
                 let want = if self.min_wait {
-                    let mw = if self.saw_sip {
+                    let window = if self.saw_sip {
                         self.cfg.sip_min_wait
                     } else {
                         self.cfg.media_min_wait
                     };
-                    args = args.min_wait_usec(u32::try_from(mw.as_micros()).unwrap_or(u32::MAX));
+                    args =
+                        args.min_wait_usec(u32::try_from(window.as_micros()).unwrap_or(u32::MAX));
                     self.cfg.wait_batch.max(1) as usize
                 } else {
                     1
@@ -692,12 +695,10 @@ impl<C: Core> State<C> {
             K_RECV => self.complete_recv(io, now, gen, idx, res, flags),
             K_SEND => self.complete_send(now, idx, res),
             K_EVENTFD => self.arm_eventfd(io),
-            K_MSG_RING => {
-                // The wake-up could not be posted: fall back to the eventfd.
-                if res < 0 {
-                    if let Some(w) = self.shared.wakes.get(idx as usize) {
-                        w.kick();
-                    }
+            // The wake-up could not be posted: fall back to the eventfd.
+            K_MSG_RING if res < 0 => {
+                if let Some(w) = self.shared.wakes.get(idx as usize) {
+                    w.kick();
                 }
             }
             // K_WAKE: handoff queues are drained every turn; K_IGNORE: cancels.
