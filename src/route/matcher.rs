@@ -85,6 +85,22 @@ pub(crate) fn analyze(hir: &Hir) -> Option<Vec<Literal>> {
     }
     let mut items = Vec::new();
     flatten(hir, &mut items);
+    // regex-syntax factors common prefixes out (`^a\d$|^b$` is `^(?:a\d$|b$)`): distribute a
+    // final alternation back over what precedes it.
+    if let Some((last, head)) = items.split_last() {
+        if let HirKind::Alternation(branches) = last.kind() {
+            if literal_set(last).is_none() {
+                let mut out = Vec::new();
+                for b in branches {
+                    let mut v: Vec<Hir> = head.iter().map(|h| (*h).clone()).collect();
+                    v.push(b.clone());
+                    out.extend(analyze(&Hir::concat(v))?);
+                }
+                return (out.iter().map(|l| l.prefixes.len()).sum::<usize>() <= MAX_PREFIXES)
+                    .then_some(out);
+            }
+        }
+    }
     let mut it = items.into_iter().peekable();
     if !matches!(it.next()?.kind(), HirKind::Look(Look::Start)) {
         return None;
@@ -477,7 +493,10 @@ mod tests {
         let l = lit(r"^(\+1|1)?(206|425)\d\d+$").unwrap();
         assert_eq!(l[0].prefixes.len(), 6);
         assert_eq!((l[0].min, l[0].max), (2, None));
-        assert_eq!(lit(r"^\+1206|^\+1425").unwrap().len(), 2);
+        let l = lit(r"^\+1206|^\+1425").unwrap();
+        assert_eq!(l.iter().map(|l| l.prefixes.len()).sum::<usize>(), 2);
+        let l = lit(r"^\+1206\d+$|^0\d{3}$").unwrap();
+        assert_eq!(l.len(), 2);
         assert!(lit(r"\+1206").is_none());
         assert!(lit(r"^\+1\d{3}555$").is_none());
         assert!(lit(r"^\+1\d+[a-z]$").is_none());
