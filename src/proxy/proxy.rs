@@ -34,6 +34,8 @@ pub struct Proxy<B: PortBinder> {
     pub(crate) cfg: ProxyConfig,
     /// Our Via sent-by host and Record-Route URI (`sip:IP:PORT;lr`).
     pub(crate) via_host: String,
+    /// The ip of `local` as text (a Route naming it is ours too).
+    pub(crate) local_host: String,
     pub(crate) rr_uri: Vec<u8>,
     pub(crate) table: TableReader,
     pub(crate) relay: Relay,
@@ -71,6 +73,7 @@ impl<B: PortBinder> Proxy<B> {
         let rr_uri = format!("sip:{}:{};lr", via_host, cfg.local.port()).into_bytes();
         let buf = cfg.max_message + 4096;
         Proxy {
+            local_host: cfg.local.ip().to_string(),
             via_host,
             rr_uri,
             table,

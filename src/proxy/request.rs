@@ -603,8 +603,7 @@ impl<B: PortBinder> Proxy<B> {
 
     pub(crate) fn is_our_uri(&self, uri: &[u8]) -> bool {
         Uri::parse(uri).is_ok_and(|u| {
-            u.host == self.via_host.as_bytes()
-                || u.host == self.cfg.local.ip().to_string().as_bytes()
+            u.host == self.via_host.as_bytes() || u.host == self.local_host.as_bytes()
         })
     }
 
