@@ -777,9 +777,12 @@ impl<B: PortBinder> Proxy<B> {
         let call_id = msg.call_id().unwrap_or_default();
         let from_tag = msg.from().ok().and_then(|f| f.tag).unwrap_or_default();
         let to_tag = msg.to().ok().and_then(|f| f.tag).unwrap_or_default();
+        // The dialog's tags, and the address the leg is known at: a third party that learnt
+        // the Call-ID and tags still cannot end or change the call.
         let found = self.call_ids.get(call_id).copied().and_then(|ck| {
             let c = self.calls.get(ck.0, ck.1)?;
             let leg = c.leg_of(from_tag, to_tag)?;
+            (c.addr_of(leg)?.ip() == src.ip()).then_some(())?;
             Some((ck, leg, c.addr_of(other(leg))?))
         });
         let Some((ck, leg, dst)) = found else {

@@ -1745,3 +1745,20 @@ fn responses_leave_from_the_socket_their_request_arrived_on() {
     sim.run(Duration::from_secs(100));
     assert!(sim.proxy.is_idle());
 }
+
+#[test]
+fn in_dialog_requests_only_from_the_legs() {
+    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let (mut a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
+    // Same dialog identifiers, another host: refused, the call stays.
+    let bye = a.in_dialog("BYE", None);
+    sim.send("127.0.0.66:5060", &bye);
+    sim.expect_status("127.0.0.66:5060", 481);
+    sim.quiet(PBX2);
+    assert_eq!(sim.proxy.active_calls(), 1);
+    sim.send(PBX1, &bye);
+    let fwd = sim.expect_method(PBX2, Method::Bye);
+    sim.send(PBX2, &reply(&fwd, 200, None, None, None));
+    sim.expect_status(PBX1, 200);
+    sim.assert_clean();
+}
