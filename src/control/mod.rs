@@ -1,3 +1,4 @@
 //! The control plane: command line, admin HTTP API, `/metrics`, hot reload.
 
 pub mod cli;
+pub mod modifier;
