@@ -1,4 +1,7 @@
 //! The control plane: command line, admin HTTP API, `/metrics`, hot reload.
 
+pub mod calls;
 pub mod cli;
+pub mod http;
+pub mod metrics;
 pub mod modifier;
