@@ -2,6 +2,7 @@
 
 pub mod calls;
 pub mod cli;
+pub mod edit;
 pub mod http;
 pub mod metrics;
 pub mod modifier;
