@@ -29,17 +29,22 @@ pub enum Command {
     CheckConfig { file: PathBuf },
     /// Talk to a running relay's admin API.
     Ctl {
+        /// The relay's admin_listen address.
         #[arg(long, default_value = "127.0.0.1:8060")]
         admin: String,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        args: Vec<String>,
+        /// Print the raw JSON answer instead of Identity blocks.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        verb: Box<super::ctl::Verb>,
     },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { .. } | Command::Demo | Command::CheckConfig { .. } | Command::Ctl { .. } => {
+        Command::Ctl { admin, json, verb } => super::ctl::run(&admin, json, &verb),
+        Command::Run { .. } | Command::Demo | Command::CheckConfig { .. } => {
             eprintln!("intertrunk: this command is being built");
             ExitCode::from(2)
         }

@@ -2,6 +2,7 @@
 
 pub mod calls;
 pub mod cli;
+pub mod ctl;
 pub mod edit;
 pub mod http;
 pub mod metrics;
