@@ -44,9 +44,43 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Ctl { admin, json, verb } => super::ctl::run(&admin, json, &verb),
-        Command::Run { .. } | Command::Demo | Command::CheckConfig { .. } => {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Run { .. } | Command::Demo => {
             eprintln!("intertrunk: this command is being built");
             ExitCode::from(2)
         }
     }
+}
+
+/// `intertrunk check-config FILE`: every problem with its line; exit 1 when there is one.
+pub fn check_config(file: &std::path::Path) -> ExitCode {
+    match crate::config::Config::load(file) {
+        Ok(cfg) => match crate::route::RouteTable::build(std::sync::Arc::new(cfg)) {
+            Ok(table) => {
+                let (routes, _) = table.route_counts();
+                println!(
+                    "{}: valid ({} trunks, {} voice routes)",
+                    file.display(),
+                    table.trunks().count(),
+                    routes
+                );
+                ExitCode::SUCCESS
+            }
+            Err(diags) => report(file, &diags),
+        },
+        Err(diags) => report(file, &diags),
+    }
+}
+
+fn report(file: &std::path::Path, diags: &[crate::config::Diagnostic]) -> ExitCode {
+    for d in diags {
+        eprintln!("{}: {d}", file.display());
+    }
+    eprintln!(
+        "{}: {} problem{}",
+        file.display(),
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::from(1)
 }

@@ -706,77 +706,80 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 /// `test-intertrunk-routing`: every routing step of DESIGN section 5.
 pub fn render_trace(v: &Value) -> String {
     let mut out = String::new();
-    out.push_str(&format!("Trunk          : {}\n", s(v, "trunk")));
-    out.push_str(&format!("TargetNumber   : {}\n", s(v, "target_number")));
+    out.push_str(&format!("Trunk          : {}\n", s(v, "source")));
+    out.push_str(&format!("TargetNumber   : {}\n", s(v, "called")));
+    if !s(v, "calling").is_empty() {
+        out.push_str(&format!("CallingNumber  : {}\n", s(v, "calling")));
+    }
     // 1. Dial plan.
+    let normalized = v.get("normalized").and_then(Value::as_str);
     match v.get("dial_plan").and_then(Value::as_str) {
         None => out.push_str("1. Dial plan    : none on this trunk, number used as is\n"),
-        Some(dp) => match v.get("normalization_rule").and_then(Value::as_str) {
-            Some(rule) => out.push_str(&format!(
-                "1. Dial plan    : {dp}, rule {rule} -> {}\n",
-                s(v, "normalized_number")
-            )),
-            None => out.push_str(&format!(
+        Some(dp) => match (
+            v.get("normalization_rule").and_then(Value::as_str),
+            normalized,
+        ) {
+            (Some(rule), Some(n)) => {
+                out.push_str(&format!("1. Dial plan    : {dp}, rule {rule} -> {n}\n"))
+            }
+            _ => out.push_str(&format!(
                 "1. Dial plan    : {dp}, no normalization rule matches\n"
             )),
         },
     }
-    out.push_str(&format!(
-        "   Normalized   : {}\n",
-        s(v, "normalized_number")
-    ));
-    // 2. Usages and routes.
-    out.push_str("2. PSTN usages, in order:\n");
-    let usages = v.get("usages").and_then(Value::as_array);
-    match usages {
-        Some(us) if !us.is_empty() => {
-            for u in us {
-                let routes = u.get("routes").and_then(Value::as_array);
-                match routes {
-                    Some(rs) if !rs.is_empty() => {
-                        out.push_str(&format!("   {}:\n", s(u, "usage")));
-                        for r in rs {
-                            out.push_str(&format!(
-                                "     route {} (priority {}, pattern {}) -> {}\n",
-                                s(r, "route"),
-                                r.get("priority").map(scalar).unwrap_or_default(),
-                                s(r, "number_pattern"),
-                                r.get("pstn_gateway_list").map(scalar).unwrap_or_default()
-                            ));
+    if let Some(n) = normalized {
+        out.push_str(&format!("   Normalized   : {n}\n"));
+        // 2. Usages and routes.
+        out.push_str("2. PSTN usages, in order:\n");
+        match v.get("usages").and_then(Value::as_array) {
+            Some(us) if !us.is_empty() => {
+                for u in us {
+                    match u.get("routes").and_then(Value::as_array) {
+                        Some(rs) if !rs.is_empty() => {
+                            out.push_str(&format!("   {}:\n", s(u, "usage")));
+                            for r in rs {
+                                out.push_str(&format!(
+                                    "     route {} (priority {}, pattern {}) -> {}\n",
+                                    s(r, "identity"),
+                                    r.get("priority").map(scalar).unwrap_or_default(),
+                                    s(r, "number_pattern"),
+                                    r.get("gateways").map(scalar).unwrap_or_default()
+                                ));
+                            }
                         }
+                        _ => out.push_str(&format!("   {}: no matching route\n", s(u, "usage"))),
                     }
-                    _ => out.push_str(&format!("   {}: no matching route\n", s(u, "usage"))),
                 }
             }
+            _ => out.push_str("   (the trunk has no PSTN usages)\n"),
         }
-        _ => out.push_str("   (the trunk has no PSTN usages)\n"),
-    }
-    // 3. Gateways.
-    out.push_str("3. Gateways in the order they would be tried:\n");
-    match v.get("candidates").and_then(Value::as_array) {
-        Some(cs) if !cs.is_empty() => {
-            for (i, c) in cs.iter().enumerate() {
-                out.push_str(&format!(
-                    "   {}. {} (usage {}, route {})\n      Request-URI {}\n",
-                    i + 1,
-                    s(c, "trunk"),
-                    s(c, "usage"),
-                    s(c, "route"),
-                    s(c, "request_uri"),
-                ));
-                let mut extra = Vec::new();
-                if let Some(calling) = c.get("calling").and_then(Value::as_str) {
-                    extra.push(format!("calling number -> {calling}"));
-                }
-                if c.get("suppress_caller_id").and_then(Value::as_bool) == Some(true) {
-                    extra.push("caller ID suppressed".to_string());
-                }
-                if !extra.is_empty() {
-                    out.push_str(&format!("      {}\n", extra.join(", ")));
+        // 3. Gateways.
+        out.push_str("3. Gateways in the order they would be tried:\n");
+        match v.get("candidates").and_then(Value::as_array) {
+            Some(cs) if !cs.is_empty() => {
+                for (i, c) in cs.iter().enumerate() {
+                    out.push_str(&format!(
+                        "   {}. {} (usage {}, route {})\n      Request-URI {}\n",
+                        i + 1,
+                        s(c, "gateway"),
+                        s(c, "usage"),
+                        s(c, "route"),
+                        s(c, "request_uri"),
+                    ));
+                    let mut extra = Vec::new();
+                    if let Some(calling) = c.get("calling").and_then(Value::as_str) {
+                        extra.push(format!("calling number -> {calling}"));
+                    }
+                    if c.get("suppress_caller_id").and_then(Value::as_bool) == Some(true) {
+                        extra.push("caller ID suppressed".to_string());
+                    }
+                    if !extra.is_empty() {
+                        out.push_str(&format!("      {}\n", extra.join(", ")));
+                    }
                 }
             }
+            _ => out.push_str("   (none)\n"),
         }
-        _ => out.push_str("   (none)\n"),
     }
     out.push_str(&format!("Result         : {}\n", s(v, "result")));
     out
