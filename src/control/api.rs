@@ -112,7 +112,7 @@ impl ChangeError {
             ChangeError::Invalid(d) => Response::json(
                 400,
                 &json!({
-                    "error": format!("the change makes the configuration invalid ({} problem{}); nothing was changed",
+                    "error": format!("the change makes the configuration invalid ({} problem{}; lines are those of the changed file); nothing was changed",
                         d.len(), if d.len() == 1 { "" } else { "s" }),
                     "diagnostics": diagnostics_json(d),
                 }),
