@@ -205,14 +205,17 @@ pub(crate) fn check(cfg: &Config, map: Option<&SourceMap>, diags: &mut Vec<Diagn
                     "normalization rule name is used twice in this dial plan".into(),
                 );
             }
-            rule_pattern(&mut cx, line, &id, &rule.pattern, &rule.translation);
+            rule_pattern(&mut cx, (line, line), &id, &rule.pattern, &rule.translation);
         }
     }
 
     // [[translation_rule]]
     for (i, r) in cfg.translation_rule.iter().enumerate() {
-        let line = cx.line(|m| m.translation_rule.get(i), "pattern");
-        rule_pattern(&mut cx, line, &r.identity, &r.pattern, &r.translation);
+        let lines = (
+            cx.line(|m| m.translation_rule.get(i), "pattern"),
+            cx.line(|m| m.translation_rule.get(i), "translation"),
+        );
+        rule_pattern(&mut cx, lines, &r.identity, &r.pattern, &r.translation);
     }
 
     // [[response_code_translation_rule]]
@@ -280,12 +283,18 @@ fn usage_list(
     }
 }
 
-fn rule_pattern(cx: &mut Ctx<'_>, line: Option<usize>, id: &str, pattern: &str, translation: &str) {
+fn rule_pattern(
+    cx: &mut Ctx<'_>,
+    (line, tline): (Option<usize>, Option<usize>),
+    id: &str,
+    pattern: &str,
+    translation: &str,
+) {
     match parse_pattern(pattern) {
         Err(e) => cx.err(line, id, format!("`pattern` is not a valid regex: {e}")),
         Ok(info) => {
             if let Err(e) = Translation::parse(translation, &info) {
-                cx.err(line, id, format!("`translation`: {e}"));
+                cx.err(tline, id, format!("`translation`: {e}"));
             }
         }
     }

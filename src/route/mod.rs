@@ -219,6 +219,17 @@ pub struct RouteTable {
     literal_routes: usize,
 }
 
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("generation", &self.generation)
+            .field("trunks", &self.trunks.len())
+            .field("routes", &self.routes.len())
+            .field("literal_routes", &self.literal_routes)
+            .finish_non_exhaustive()
+    }
+}
+
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl RouteTable {
