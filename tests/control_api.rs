@@ -276,8 +276,8 @@ fn a_change_that_fails_validation_changes_nothing() {
 fn hand_edited_file_is_not_overwritten_and_broken_reload_keeps_the_table() {
     let relay = Relay::start(Some(temp_config(DEFAULT_CONFIG)));
     let path = relay.path.clone().unwrap();
-    let edited =
-        DEFAULT_CONFIG.replace("max_early_dialogs", "max_early_dialogs") + "\n# edited by hand\n";
+    let edited = DEFAULT_CONFIG.replace("media_timeout_s = 30", "media_timeout_s = 31")
+        + "\n# edited by hand\n";
     std::fs::write(&path, &edited).unwrap();
     let (st, v) = relay.req("PATCH", "/voice-routes/PBX1", Some(json!({"priority": 3})));
     assert_eq!(st, 409, "{v}");
@@ -287,6 +287,7 @@ fn hand_edited_file_is_not_overwritten_and_broken_reload_keeps_the_table() {
     let (st, v) = relay.req("PATCH", "/voice-routes/PBX1", Some(json!({"priority": 3})));
     assert_eq!(st, 200, "{v}");
     assert!(relay.file().contains("# edited by hand"));
+    assert_eq!(relay.config().server.media_timeout_s, 31);
 
     // A broken file: reload refuses with every diagnostic and keeps the table.
     let before = relay.live.load();
