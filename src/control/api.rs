@@ -467,16 +467,12 @@ impl Api {
             }
             other => other.clone(),
         };
-        if let Err(e) = ListModifier::from_json(&m) {
-            return Response::error(400, format!("usage: {e}"));
-        }
-        let mut fields = Map::new();
-        // A plain array is a replace; give it to the editor as a modifier.
-        let m = match m {
-            Value::Array(a) => json!({"replace": a}),
-            other => other,
+        let modifier = match ListModifier::from_json(&m) {
+            Ok(modifier) => modifier,
+            Err(e) => return Response::error(400, format!("usage: {e}")),
         };
-        fields.insert("pstn_usages".into(), m);
+        let mut fields = Map::new();
+        fields.insert("pstn_usages".into(), modifier.to_json());
         match self.change(|doc| edit::set_table(doc, "voice", &fields)) {
             Ok(a) => {
                 let mut body = self.usages();

@@ -257,7 +257,9 @@ fn set_fields(
             continue;
         }
         // An object on a list is a modifier (and a wrong key in it a modifier error).
-        let on_list = matches!(t.get(k), Some(Item::Value(Value::Array(_)))) && v.is_object();
+        // A string on a list is modifier text (`add=A`, `@{remove="B"}`, `A,B`), as in ctl.
+        let on_list = matches!(t.get(k), Some(Item::Value(Value::Array(_))))
+            && (v.is_object() || v.is_string());
         if is_modifier_object(v) || on_list {
             let m = ListModifier::from_json(v).map_err(|e| invalid(format!("'{k}': {e}")))?;
             modify_list(t, k, &m)?;
@@ -419,6 +421,9 @@ address = "127.0.0.21:5060"
         )
         .unwrap();
         assert_eq!(table_list(&doc, "voice", "pstn_usages"), ["X", "Y"]);
+        let plain = obj(json!({"pstn_usages": "add=Z;remove=X"}));
+        set_table(&mut doc, "voice", &plain).unwrap();
+        assert_eq!(table_list(&doc, "voice", "pstn_usages"), ["Y", "Z"]);
         set(
             &mut doc,
             "trunk",
