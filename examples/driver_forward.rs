@@ -88,17 +88,15 @@ fn main() -> anyhow::Result<()> {
         running.preflight().nofile,
         running.preflight().max_media_calls()
     );
-    while signals.wait(Duration::from_secs(1))?.is_none() {
-        if running.is_finished() {
-            break;
-        }
-    }
-    let s = running.stats();
-    let sum = |f: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
-        s.iter().map(|w| WorkerStats::get(f(w))).sum()
-    };
-    println!(
-        "received={} forwarded={} dropped={} send_errors={} enobufs_rearms={} turns={} sockets={}",
+    let verbose = args.iter().any(|a| a == "--verbose");
+    let s = running.stats().clone();
+    let counters = move || {
+        let sum = |f: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+            s.iter().map(|w| WorkerStats::get(f(w))).sum()
+        };
+        format!(
+        "received={} forwarded={} dropped={} send_errors={} enobufs_rearms={} turns={} sockets={} \
+         buffers_out={} buffer_errors={} cq_overflows={}",
         sum(|w| &w.media_received),
         sum(|w| &w.media_forwarded),
         sum(|w| &w.media_dropped),
@@ -106,7 +104,20 @@ fn main() -> anyhow::Result<()> {
         sum(|w| &w.enobufs_rearms),
         sum(|w| &w.turns),
         sum(|w| &w.media_sockets),
-    );
+        sum(|w| &w.media_buffers_out),
+        sum(|w| &w.buffer_errors),
+        sum(|w| &w.cq_overflows),
+        )
+    };
+    while signals.wait(Duration::from_secs(1))?.is_none() {
+        if running.is_finished() {
+            break;
+        }
+        if verbose {
+            eprintln!("{}", counters());
+        }
+    }
+    println!("{}", counters());
     running.stop();
     running.join()?;
     Ok(())
