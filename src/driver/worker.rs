@@ -45,6 +45,9 @@ fn untoken(t: u64) -> (u64, u32, u32) {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// Longest single wait when the core has no timer (a drain or a stop kicks the ring anyway).
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Shared {
     state: AtomicU8,
     wakes: Box<[WakeTarget]>,
@@ -705,27 +708,27 @@ impl<C: Core> State<C> {
         } else {
             io_uring::EnterFlags::empty()
         };
-        // Batch wake-ups: ask for `wait_batch` completions, but once one is there wait no longer
-        // than the min-wait (shorter after a turn that saw SIP).
         let r = match deadline {
             Some(d) if d <= now => io.sub.submit(),
             _ => {
-                let ts = deadline.map(|d| {
-                    let left = d - now;
-                    Timespec::new()
-                        .sec(left.as_secs())
-                        .nsec(left.subsec_nanos())
-                });
-                let mut args = SubmitArgs::new();
-                if let Some(ts) = &ts {
-                    args = args.timespec(ts);
-                }
-                let want = if self.min_wait {
-                    let window = if self.saw_sip {
-                        self.cfg.sip_min_wait
-                    } else {
-                        self.cfg.media_min_wait
-                    };
+                // The overall timeout is the core's next timer. Without one, a long idle cap
+                // stands in: with no overall timeout the kernel treats the min-wait as a plain
+                // timeout and an idle loop would wake every min-wait.
+                let left = deadline.map_or(IDLE_WAIT, |d| (d - now).min(IDLE_WAIT));
+                let ts = Timespec::new()
+                    .sec(left.as_secs())
+                    .nsec(left.subsec_nanos());
+                let mut args = SubmitArgs::new().timespec(&ts);
+                let window = if self.saw_sip {
+                    self.cfg.sip_min_wait
+                } else {
+                    self.cfg.media_min_wait
+                };
+                // Batch wake-ups: ask for `wait_batch` completions, but return once the
+                // min-wait has passed and one is ready, or at the first completion after it
+                // (kernel semantics of IORING_ENTER_EXT_ARG min_wait_usec when the overall
+                // timeout is longer). So a ready completion waits at most the min-wait.
+                let want = if self.min_wait && !window.is_zero() && window < left {
                     args =
                         args.min_wait_usec(u32::try_from(window.as_micros()).unwrap_or(u32::MAX));
                     self.cfg.wait_batch.max(1) as usize
