@@ -13,6 +13,8 @@
 //! - [`media`]: the sans-IO RTP core (port pairs, latching, forwarding decisions, statistics).
 //! - [`driver`]: the only module with syscalls: one io_uring loop per pinned core thread.
 //! - [`control`]: the admin HTTP API, `/metrics`, the `ctl` client and hot reload.
+//! - [`service`]: the relay process assembling all of the above (`intertrunk run`).
+//! - [`demo`]: a simulated gateway and PBXs placing real calls (`intertrunk demo`).
 
 pub mod config;
 pub mod control;
@@ -21,4 +23,5 @@ pub mod driver;
 pub mod media;
 pub mod proxy;
 pub mod route;
+pub mod service;
 pub mod wire;

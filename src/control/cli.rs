@@ -45,10 +45,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Ctl { admin, json, verb } => super::ctl::run(&admin, json, &verb),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run { .. } | Command::Demo => {
-            eprintln!("intertrunk: this command is being built");
-            ExitCode::from(2)
-        }
+        Command::Run { config } => crate::service::run(config),
+        Command::Demo => crate::demo::run(),
     }
 }
 

@@ -93,6 +93,13 @@ impl WorkerMetrics {
         }
     }
 
+    /// Sets a counter to `v`, for a worker that keeps its own totals and copies them here
+    /// now and then. Only the owning worker calls this; `v` never decreases.
+    #[inline]
+    pub fn store(&self, c: Counter, v: u64) {
+        self.counters[c as usize].store(v, Relaxed);
+    }
+
     /// Adds `n`. Only the owning worker calls this (single writer: load + store, no RMW).
     #[inline]
     pub fn add(&self, c: Counter, n: u64) {

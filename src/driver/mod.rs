@@ -39,15 +39,8 @@ pub use callid::{call_id_hash, call_id_owner, find_call_id};
 pub use probe::{preflight, Preflight};
 pub use worker::{run_workers, RunningWorkers};
 
-/// Binds and releases the RTP/RTCP socket pairs of the media relay. The driver's implementation
-/// is [`MediaBinder`]; the media core takes `&mut dyn PortBinder` so tests can use a fake.
-pub trait PortBinder {
-    /// Binds RTP on `rtp_port` (even) and RTCP on `rtp_port + 1`. `EADDRINUSE` (another program
-    /// holds one of them) comes back as is: the caller takes another pair.
-    fn bind_pair(&mut self, rtp_port: u16) -> io::Result<()>;
-    /// Closes both sockets of the pair; unknown pairs are ignored.
-    fn release_pair(&mut self, rtp_port: u16);
-}
+/// The media core's port binder; the driver's implementation is [`MediaBinder`].
+pub use crate::media::PortBinder;
 
 /// What to do with a media datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

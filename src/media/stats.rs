@@ -58,6 +58,29 @@ pub struct SessionStats {
     pub streams: Vec<StreamStats>,
 }
 
+impl SessionStats {
+    /// One line for the call record: per leg, RTP packets, lost and jitter (ms) summed or
+    /// maxed over the streams.
+    pub fn summary(&self) -> String {
+        let leg = |f: fn(&StreamStats) -> &LegStats| {
+            let (mut packets, mut lost, mut dropped, mut jitter_ms) = (0u64, 0u64, 0u64, 0f64);
+            for s in &self.streams {
+                let l = f(s);
+                packets += l.packets;
+                lost += l.lost;
+                dropped += l.dropped_source;
+                jitter_ms = jitter_ms.max(l.jitter_ms());
+            }
+            format!("{packets} pkts, {lost} lost, {jitter_ms:.1} ms jitter, {dropped} dropped")
+        };
+        format!(
+            "caller: {}; callee: {}",
+            leg(|s| &s.caller),
+            leg(|s| &s.callee)
+        )
+    }
+}
+
 /// Per-leg receive state: the counters plus the sequence and jitter trackers.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Receiver {
