@@ -1011,7 +1011,9 @@ CSeq: 8 OPTIONS
 fn torture_invalid_messages_give_the_matching_error() {
     let parse = |raw: &[u8]| Message::parse(raw).map(|_| ());
     // 3.1.2.1 badinv01: extraneous separators in Via
-    let raw = s(&base_request("")).replace("branch=z9hG4bKkdjuw", ";,;,,").into_bytes();
+    let raw = s(&base_request(""))
+        .replace("branch=z9hG4bKkdjuw", ";,;,,")
+        .into_bytes();
     assert_eq!(Message::parse(&raw).unwrap().top_via(), Err(Error::BadVia));
     // 3.1.2.2 clerr and 3.1.2.3 ncl
     let raw = s(&base_request(""))
@@ -1404,4 +1406,412 @@ fn ipv6_received_and_sent_by() {
             .count(),
         1
     );
+}
+
+/// Exercises every accessor, rewrite and builder on a parsed message; used on random input to
+/// show nothing panics.
+fn exercise(m: &Message<'_>) {
+    let _ = (
+        m.is_request(),
+        m.method(),
+        m.request_uri(),
+        m.status(),
+        m.reason(),
+        m.body(),
+    );
+    for h in m.headers() {
+        let _ = HeaderName::parse(h.raw_name);
+    }
+    for v in m.header_values(HeaderName::Contact) {
+        if let Ok(n) = NameAddr::parse(v) {
+            if let Ok(u) = Uri::parse(n.uri) {
+                let _ = (u.called_number(), u.param(b"lr"));
+            }
+        }
+    }
+    let _ = (
+        m.top_via(),
+        m.vias().count(),
+        m.call_id(),
+        m.cseq(),
+        m.from(),
+        m.to(),
+    );
+    let _ = (
+        m.max_forwards(),
+        m.routes().count(),
+        m.record_routes().count(),
+        m.contact(),
+        m.content_type(),
+    );
+    if let Some(Ok(u)) = m.request_uri().map(Uri::parse) {
+        let _ = u.called_number();
+    }
+    let mut out = vec![0u8; 4096];
+    let strip = [HeaderName::Other];
+    let rw = RequestRewrite {
+        request_uri: Some(b"sip:1@127.0.0.1"),
+        via: Some(OUR_VIA),
+        received_from: Some(addr("[2001:db8::1]:5060")),
+        record_route: Some(b"sip:127.0.0.1:5061;lr"),
+        pop_route: true,
+        from_user: Some(b"+1"),
+        pai_user: Some(b"+1"),
+        strip: &strip,
+        body: Some(b"x"),
+        ..Default::default()
+    };
+    for rw in [rw, RequestRewrite::default()] {
+        if let Ok(n) = rewrite_request(m, &rw, &mut out) {
+            // a rewrite parses again, unless the fields we added pass the header limit
+            match Message::parse_with(&out[..n], &ParseOptions::lenient()) {
+                Ok(_) | Err(Error::TooManyHeaders) => {}
+                Err(e) => panic!("rewrite does not parse: {e}"),
+            }
+        }
+    }
+    let _ = rewrite_response(
+        m,
+        &ResponseRewrite {
+            pop_via: true,
+            body: Some(b"y"),
+            strip: &strip,
+        },
+        &mut out,
+    );
+    let _ = build_response(
+        m,
+        400,
+        "Bad Request",
+        Some(b"t"),
+        &[("Reason", b"SIP;cause=400")],
+        &mut out,
+    );
+    let _ = build_cancel(m, &mut out);
+    let _ = build_ack(m, m, &mut out);
+    let _ = rewrite_request(
+        m,
+        &RequestRewrite::default(),
+        &mut out[..m.as_bytes().len() / 2],
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Gen {
+        method: &'static str,
+        ruri_user: String,
+        vias: Vec<Vec<(String, Option<u16>, bool)>>, // fields of elements: host, port, rport flag
+        max_forwards: Option<u8>,
+        routes: Vec<String>,
+        record_routes: Vec<String>,
+        others: Vec<(String, String, usize)>, // name, value, position
+        from_user: String,
+        compact: bool,
+        body: Option<String>,
+    }
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (1u8..255, 0u8..255, 1u8..255).prop_map(|(a, b, c)| format!("10.{a}.{b}.{c}")),
+            "[a-z]{1,8}\\.example\\.(com|net)",
+            (1u16..0xffff, 1u16..0xffff).prop_map(|(a, b)| format!("[2001:db8::{a:x}:{b:x}]")),
+        ]
+    }
+
+    fn gen() -> impl Strategy<Value = Gen> {
+        (
+            prop_oneof![
+                Just("INVITE"),
+                Just("BYE"),
+                Just("OPTIONS"),
+                Just("INFO"),
+                Just("UPDATE")
+            ],
+            "\\+?[0-9]{3,15}",
+            prop::collection::vec(
+                prop::collection::vec(
+                    (host(), prop::option::of(1024u16..65535), any::<bool>()),
+                    1..3,
+                ),
+                1..4,
+            ),
+            prop::option::of(1u8..=255),
+            prop::collection::vec(host(), 0..3),
+            prop::collection::vec(host(), 0..3),
+            prop::collection::vec(
+                ("X-[A-Za-z]{1,10}", "[ -~]{0,40}", 0usize..12, any::<bool>()),
+                0..6,
+            ),
+            "[0-9]{2,12}",
+            any::<bool>(),
+            prop::option::of("[ -~]{0,200}"),
+        )
+            .prop_map(
+                |(
+                    method,
+                    ruri_user,
+                    vias,
+                    max_forwards,
+                    routes,
+                    record_routes,
+                    others,
+                    from_user,
+                    compact,
+                    body,
+                )| Gen {
+                    method,
+                    ruri_user,
+                    vias,
+                    max_forwards,
+                    routes,
+                    record_routes,
+                    others: others
+                        .into_iter()
+                        .map(|(n, v, p, fold)| {
+                            let v = v.trim().to_string();
+                            // a folded value: the continuation starts with white space
+                            let v = if fold && !v.is_empty() {
+                                format!("{v}\r\n  {v}")
+                            } else {
+                                v
+                            };
+                            (n, v, p)
+                        })
+                        .collect(),
+                    from_user,
+                    compact,
+                    body,
+                },
+            )
+    }
+
+    impl Gen {
+        fn render(&self) -> Vec<u8> {
+            let mut h: Vec<String> = Vec::new();
+            for (i, field) in self.vias.iter().enumerate() {
+                let els: Vec<String> = field
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (host, port, rport))| {
+                        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+                        let rport = if *rport { ";rport" } else { "" };
+                        format!("SIP/2.0/UDP {host}{port};branch=z9hG4bK{i}x{j}{rport}")
+                    })
+                    .collect();
+                h.push(format!(
+                    "{}: {}",
+                    if self.compact { "v" } else { "Via" },
+                    els.join(" , ")
+                ));
+            }
+            if let Some(mf) = self.max_forwards {
+                h.push(format!("Max-Forwards: {mf}"));
+            }
+            for r in &self.routes {
+                h.push(format!("Route: <sip:{r};lr>"));
+            }
+            if !self.record_routes.is_empty() {
+                let rr: Vec<String> = self
+                    .record_routes
+                    .iter()
+                    .map(|r| format!("<sip:{r};lr>"))
+                    .collect();
+                h.push(format!("Record-Route: {}", rr.join(",")));
+            }
+            h.push(format!(
+                "{}: \"Caller, A\" <sip:{}@10.0.0.1;user=phone>;tag=abc",
+                if self.compact { "f" } else { "From" },
+                self.from_user
+            ));
+            h.push("To: <sip:callee@10.0.0.2>".into());
+            h.push(format!(
+                "{}: prop-{}@10.0.0.1",
+                if self.compact { "i" } else { "Call-ID" },
+                self.from_user
+            ));
+            h.push(format!("CSeq: 7 {}", self.method));
+            for (n, v, p) in &self.others {
+                h.insert((*p).min(h.len()), format!("{n}: {v}"));
+            }
+            if let Some(b) = &self.body {
+                h.push(format!("Content-Length: {}", b.len()));
+            }
+            let mut out = format!(
+                "{} sip:{}@10.0.0.9 SIP/2.0\r\n{}\r\n\r\n",
+                self.method,
+                self.ruri_user,
+                h.join("\r\n")
+            );
+            out.push_str(self.body.as_deref().unwrap_or(""));
+            out.into_bytes()
+        }
+    }
+
+    fn changed(name: HeaderName) -> bool {
+        matches!(
+            name,
+            HeaderName::Via
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::MaxForwards
+                | HeaderName::From
+                | HeaderName::ContentLength
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+        #[test]
+        fn rewrite_changes_exactly_what_it_must(
+            g in gen(),
+            new_ruri in any::<bool>(),
+            our_via in any::<bool>(),
+            src in prop::option::of((host(), 1024u16..65535)),
+            rr in any::<bool>(),
+            pop in any::<bool>(),
+            keep_mf in any::<bool>(),
+            from_user in prop::option::of("\\+?[0-9]{1,15}"),
+            body in prop::option::of("[ -~]{0,100}"),
+        ) {
+            let raw = g.render();
+            let m = Message::parse(&raw).unwrap();
+            let src: Option<std::net::SocketAddr> = src.and_then(|(h, p)| {
+                h.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().ok().map(|ip| (ip, p).into())
+            });
+            let rw = RequestRewrite {
+                request_uri: new_ruri.then_some(&b"sip:+12065550100@127.0.0.30:5060;user=phone"[..]),
+                via: our_via.then_some(OUR_VIA),
+                received_from: src,
+                record_route: rr.then_some(&b"sip:127.0.0.1:5061;lr"[..]),
+                pop_route: pop,
+                max_forwards: if keep_mf { MaxForwards::Keep } else { MaxForwards::Decrement },
+                from_user: from_user.as_deref().map(str::as_bytes),
+                body: body.as_deref().map(str::as_bytes),
+                ..Default::default()
+            };
+            let mut out = vec![0u8; 8192];
+            let n = rewrite_request(&m, &rw, &mut out).unwrap();
+            let r = Message::parse(&out[..n]).unwrap();
+
+            prop_assert_eq!(r.method(), m.method());
+            prop_assert_eq!(r.request_uri(), rw.request_uri.or(m.request_uri()));
+            // Vias: ours first, then the sender's, stamped, then the rest untouched
+            let old: Vec<Via> = m.vias().map(Result::unwrap).collect();
+            let new: Vec<Via> = r.vias().map(Result::unwrap).collect();
+            let skip = usize::from(our_via);
+            prop_assert_eq!(new.len(), old.len() + skip);
+            if our_via {
+                prop_assert_eq!(new[0].host, b"127.0.0.1");
+                prop_assert_eq!(new[0].port, Some(5061));
+                prop_assert_eq!(new[0].branch, Some(&b"z9hG4bK-itr-3a9f1c2b"[..]));
+                prop_assert_eq!(new[0].rport, Some(None));
+            }
+            let sender = &new[skip];
+            prop_assert_eq!((sender.transport, sender.host, sender.port, sender.branch), (old[0].transport, old[0].host, old[0].port, old[0].branch));
+            match src {
+                Some(src) => {
+                    if old[0].rport == Some(None) {
+                        prop_assert_eq!(sender.rport, Some(Some(src.port())));
+                    }
+                    let same = std::str::from_utf8(old[0].host).unwrap().parse::<std::net::IpAddr>().ok() == Some(src.ip());
+                    if old[0].rport == Some(None) || !same {
+                        prop_assert_eq!(sender.received.map(|r| r.to_vec()), Some(src.ip().to_string().into_bytes()));
+                    } else {
+                        prop_assert_eq!(sender.received, None);
+                    }
+                }
+                None => prop_assert_eq!(sender, &old[0]),
+            }
+            prop_assert_eq!(&new[skip + 1..], &old[1..]);
+            // Max-Forwards
+            let expected_mf = match (keep_mf, g.max_forwards) {
+                (true, mf) => mf.map(u32::from),
+                (false, Some(mf)) => Some(u32::from(mf) - 1),
+                (false, None) => Some(70),
+            };
+            prop_assert_eq!(r.max_forwards().unwrap(), expected_mf);
+            // Record-Route prepended, Route popped
+            let old_rr: Vec<&[u8]> = m.record_routes().map(|x| x.unwrap().uri).collect();
+            let new_rr: Vec<&[u8]> = r.record_routes().map(|x| x.unwrap().uri).collect();
+            prop_assert_eq!(&new_rr[usize::from(rr)..], &old_rr[..]);
+            if rr {
+                prop_assert_eq!(new_rr[0], b"sip:127.0.0.1:5061;lr");
+            }
+            let old_routes: Vec<&[u8]> = m.routes().map(|x| x.unwrap().uri).collect();
+            let new_routes: Vec<&[u8]> = r.routes().map(|x| x.unwrap().uri).collect();
+            prop_assert_eq!(&new_routes[..], &old_routes[usize::from(pop).min(old_routes.len())..]);
+            // From: only the user part may change
+            let (of, nf) = (m.from().unwrap(), r.from().unwrap());
+            prop_assert_eq!((of.display, of.tag, of.params), (nf.display, nf.tag, nf.params));
+            let (ou, nu) = (Uri::parse(of.uri).unwrap(), Uri::parse(nf.uri).unwrap());
+            prop_assert_eq!(nu.user, from_user.as_deref().map(str::as_bytes).or(ou.user));
+            prop_assert_eq!((nu.host, nu.params), (ou.host, ou.params));
+            // body and its length
+            let body_now = body.as_deref().map_or(m.body(), str::as_bytes);
+            prop_assert_eq!(r.body(), body_now);
+            prop_assert_eq!(r.header(HeaderName::ContentLength).map(|v| v.to_vec()), Some(body_now.len().to_string().into_bytes()));
+            // every other field identical, in order, spelled as it was
+            let others = |x: &Message| x.headers().filter(|h| !changed(h.name)).map(|h| (h.raw_name.to_vec(), h.value.to_vec())).collect::<Vec<_>>();
+            prop_assert_eq!(others(&r), others(&m));
+        }
+
+        #[test]
+        fn response_via_pop_removes_only_the_top_value(g in gen()) {
+            let raw = g.render();
+            let req = Message::parse(&raw).unwrap();
+            let mut resp = vec![0u8; 8192];
+            let n = build_response(&req, 180, "Ringing", Some(b"t1"), &[], &mut resp).unwrap();
+            let resp = Message::parse(&resp[..n]).unwrap();
+            let vias: Vec<Via> = req.vias().map(Result::unwrap).collect();
+            prop_assert_eq!(resp.vias().map(Result::unwrap).collect::<Vec<_>>(), vias.clone());
+            prop_assert_eq!(resp.call_id(), req.call_id());
+            prop_assert_eq!(resp.cseq().unwrap().number, 7);
+            prop_assert_eq!(resp.to().unwrap().tag, Some(&b"t1"[..]));
+            let mut out = vec![0u8; 8192];
+            let n = rewrite_response(&resp, &ResponseRewrite { pop_via: true, ..Default::default() }, &mut out).unwrap();
+            let popped = Message::parse(&out[..n]).unwrap();
+            prop_assert_eq!(popped.vias().map(Result::unwrap).collect::<Vec<_>>(), vias[1..].to_vec());
+            let rest = |x: &Message| x.headers().filter(|h| h.name != HeaderName::Via).map(|h| (h.raw_name.to_vec(), h.value.to_vec())).collect::<Vec<_>>();
+            prop_assert_eq!(rest(&popped), rest(&resp));
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..1500)) {
+            for opts in [ParseOptions::default(), ParseOptions::lenient()] {
+                if let Ok(m) = Message::parse_with(&bytes, &opts) {
+                    exercise(&m);
+                }
+            }
+            let _ = Uri::parse(&bytes).map(|u| u.called_number());
+            let _ = NameAddr::parse(&bytes);
+            let _ = Via::parse(&bytes);
+        }
+
+        #[test]
+        fn mutated_samples_never_panic(
+            which in 0..ALL.len(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8),
+        ) {
+            let mut raw = ALL[which].to_vec();
+            for (at, byte, op) in edits {
+                let i = at.index(raw.len() + 1);
+                match op {
+                    0 if i < raw.len() => raw[i] = byte,
+                    1 => raw.insert(i, byte),
+                    _ if i < raw.len() => { raw.remove(i); }
+                    _ => {}
+                }
+            }
+            for opts in [ParseOptions::default(), ParseOptions::lenient()] {
+                if let Ok(m) = Message::parse_with(&raw, &opts) {
+                    exercise(&m);
+                }
+            }
+        }
+    }
 }
