@@ -185,6 +185,8 @@ pub(crate) enum StartLine {
 #[derive(Clone)]
 pub struct Message<'b> {
     pub(crate) buf: &'b [u8],
+    /// Offset of the start line (after CRLFs skipped by `skip_leading_crlf`).
+    pub(crate) begin: u16,
     pub(crate) start: StartLine,
     /// Offset of the first header line (after the start line's line end).
     pub(crate) headers_start: u16,
@@ -390,6 +392,7 @@ impl<'b> Message<'b> {
 
         let mut msg = Message {
             buf,
+            begin: pos as u16,
             start,
             headers_start: headers_start as u16,
             entries: [Entry::default(); MAX_HEADERS],
@@ -500,7 +503,7 @@ impl<'b> Message<'b> {
 
     /// The message, from its start line to the end of its body (trailing octets excluded).
     pub fn as_bytes(&self) -> &'b [u8] {
-        self.slice(0..usize::from(self.body.end))
+        self.slice(usize::from(self.begin)..usize::from(self.body.end))
     }
 
     pub fn is_request(&self) -> bool {

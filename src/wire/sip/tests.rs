@@ -1262,6 +1262,7 @@ fn framing_errors_and_limits() {
     .unwrap();
     assert_eq!(m.top_via().unwrap().branch, Some(&b"z9hG4bK1"[..]));
     assert_eq!(m.body(), b"hi");
+    assert!(m.as_bytes().starts_with(b"OPTIONS"));
     let mut out = [0u8; 512];
     let n = rewrite_request(&m, &RequestRewrite::default(), &mut out).unwrap();
     assert_eq!(s(&out[..n]), "OPTIONS sip:a SIP/2.0\r\nMax-Forwards: 70\r\nVia: SIP/2.0/UDP h\n  ;branch=z9hG4bK1\nl: 2\n\nhi");
