@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use intertrunk::wire::sip::{
-    build_response, rewrite_request, rewrite_response, Message, OurVia, RequestRewrite, ResponseRewrite,
+    build_response, rewrite_request, rewrite_response, Message, OurVia, RequestRewrite,
+    ResponseRewrite,
 };
 
 const INVITE: &[u8] = include_bytes!("../tests/data/invite_900.sip");
@@ -14,7 +15,9 @@ const RINGING: &[u8] = include_bytes!("../tests/data/ringing_183_audiocodes.sip"
 
 /// Length of the header section (start line to the empty line included).
 fn head_len(msg: &[u8]) -> usize {
-    msg.windows(4).position(|w| w == b"\r\n\r\n").map_or(msg.len(), |i| i + 4)
+    msg.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(msg.len(), |i| i + 4)
 }
 
 /// An HTTP/1.1 request whose header section has the INVITE's length and header count, padded
@@ -22,24 +25,47 @@ fn head_len(msg: &[u8]) -> usize {
 fn http_like(head: usize, headers: usize, body: usize) -> Vec<u8> {
     let mut fields: Vec<(String, String)> = vec![
         ("Host".into(), "api.carrier.example.net:8443".into()),
-        ("User-Agent".into(), "intertrunk-bench/1.0 (linux; x86_64)".into()),
-        ("Accept".into(), "application/json, text/plain;q=0.9, */*;q=0.1".into()),
+        (
+            "User-Agent".into(),
+            "intertrunk-bench/1.0 (linux; x86_64)".into(),
+        ),
+        (
+            "Accept".into(),
+            "application/json, text/plain;q=0.9, */*;q=0.1".into(),
+        ),
         ("Accept-Encoding".into(), "gzip, deflate, br".into()),
         ("Accept-Language".into(), "en-US,en;q=0.8".into()),
-        ("Authorization".into(), "Bearer 6b3f1e2d9c8a7b6f5e4d3c2b1a0f9e8d".into()),
+        (
+            "Authorization".into(),
+            "Bearer 6b3f1e2d9c8a7b6f5e4d3c2b1a0f9e8d".into(),
+        ),
         ("Cache-Control".into(), "no-cache".into()),
         ("Connection".into(), "keep-alive".into()),
         ("Content-Type".into(), "application/sdp".into()),
-        ("Cookie".into(), "session=5f0a7d0c2b9e4c1a6e8f3d2b1a0c9e8d; region=us-west".into()),
+        (
+            "Cookie".into(),
+            "session=5f0a7d0c2b9e4c1a6e8f3d2b1a0c9e8d; region=us-west".into(),
+        ),
         ("Date".into(), "Sun, 29 Nov 2026 10:15:42 GMT".into()),
         ("Origin".into(), "https://portal.carrier.example.net".into()),
-        ("Referer".into(), "https://portal.carrier.example.net/calls/new".into()),
-        ("X-Request-Id".into(), "f3a91c2e-5b7d-4e0a-9c1b-2d3e4f5a6b7c".into()),
+        (
+            "Referer".into(),
+            "https://portal.carrier.example.net/calls/new".into(),
+        ),
+        (
+            "X-Request-Id".into(),
+            "f3a91c2e-5b7d-4e0a-9c1b-2d3e4f5a6b7c".into(),
+        ),
         ("Content-Length".into(), body.to_string()),
     ];
     fields.truncate(headers);
     let line = "POST /v1/trunks/PstnGateway:gw1/calls/+12065550100 HTTP/1.1\r\n";
-    let used: usize = line.len() + fields.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum::<usize>() + 2;
+    let used: usize = line.len()
+        + fields
+            .iter()
+            .map(|(n, v)| n.len() + 2 + v.len() + 2)
+            .sum::<usize>()
+        + 2;
     if let Some(pad) = head.checked_sub(used) {
         fields[1].1.push_str(&"x".repeat(pad));
     }
@@ -65,8 +91,12 @@ fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");
     // per byte of header section: the part all three parsers scan
     g.throughput(Throughput::Bytes(invite_head as u64));
-    g.bench_function("intertrunk_sip", |b| b.iter(|| Message::parse(black_box(INVITE)).unwrap().header_count()));
-    g.bench_function("rsip", |b| b.iter(|| rsip::SipMessage::try_from(black_box(INVITE)).unwrap()));
+    g.bench_function("intertrunk_sip", |b| {
+        b.iter(|| Message::parse(black_box(INVITE)).unwrap().header_count())
+    });
+    g.bench_function("rsip", |b| {
+        b.iter(|| rsip::SipMessage::try_from(black_box(INVITE)).unwrap())
+    });
     g.bench_function("httparse_http11", |b| {
         b.iter(|| {
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -78,7 +108,12 @@ fn parse(c: &mut Criterion) {
 }
 
 fn rewrite(c: &mut Criterion) {
-    let via = OurVia { transport: "UDP", host: "127.0.0.1", port: 5061, branch: b"z9hG4bK-itr-0c1d2e3f4a5b" };
+    let via = OurVia {
+        transport: "UDP",
+        host: "127.0.0.1",
+        port: 5061,
+        branch: b"z9hG4bK-itr-0c1d2e3f4a5b",
+    };
     let rw = RequestRewrite {
         request_uri: Some(b"sip:+12065550100@127.0.0.30:5060;user=phone"),
         via: Some(via),
@@ -94,7 +129,10 @@ fn rewrite(c: &mut Criterion) {
             rewrite_request(&m, black_box(&rw), &mut out).unwrap()
         })
     });
-    let pop = ResponseRewrite { pop_via: true, ..Default::default() };
+    let pop = ResponseRewrite {
+        pop_via: true,
+        ..Default::default()
+    };
     g.bench_function("parse_plus_response_via_removal", |b| {
         b.iter(|| {
             let m = Message::parse(black_box(RINGING)).unwrap();
@@ -104,7 +142,17 @@ fn rewrite(c: &mut Criterion) {
     let invite = Message::parse(INVITE).unwrap();
     let extra: [(&str, &[u8]); 1] = [("Reason", b"Q.850;cause=17;text=\"User busy\"")];
     g.bench_function("build_response_486", |b| {
-        b.iter(|| build_response(black_box(&invite), 486, "Busy Here", Some(b"itr5a1b"), &extra, &mut out).unwrap())
+        b.iter(|| {
+            build_response(
+                black_box(&invite),
+                486,
+                "Busy Here",
+                Some(b"itr5a1b"),
+                &extra,
+                &mut out,
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }

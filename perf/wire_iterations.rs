@@ -8,8 +8,16 @@ use intertrunk::wire::sip::{rewrite_request, Message, OurVia, RequestRewrite};
 const INVITE: &[u8] = include_bytes!("../tests/data/invite_900.sip");
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let via = OurVia { transport: "UDP", host: "127.0.0.1", port: 5061, branch: b"z9hG4bK-itr-0c1d2e3f4a5b" };
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let via = OurVia {
+        transport: "UDP",
+        host: "127.0.0.1",
+        port: 5061,
+        branch: b"z9hG4bK-itr-0c1d2e3f4a5b",
+    };
     let rw = RequestRewrite {
         request_uri: Some(b"sip:+12065550100@127.0.0.30:5060;user=phone"),
         via: Some(via),

@@ -415,19 +415,20 @@ impl<'b> Message<'b> {
                 break;
             }
             let line = buf.get(pos..content_end).unwrap_or(&[]);
-            // a continuation line here has no field to continue
-            let colon = match line.first() {
-                Some(b' ' | b'\t') | None => return Err(Error::BadHeader),
-                Some(_) => memchr::memchr(b':', line).ok_or(Error::BadHeader)?,
-            };
-            let mut name_end = colon;
-            while name_end > 0 && line.get(name_end - 1).copied().is_some_and(is_ws) {
-                name_end -= 1;
+            // one forward pass: token octets, optional white space, then the colon (a line
+            // starting with white space here has no field to continue)
+            let name_end = line
+                .iter()
+                .position(|&b| !is_token(b))
+                .unwrap_or(line.len());
+            let mut colon = name_end;
+            while line.get(colon).copied().is_some_and(is_ws) {
+                colon += 1;
             }
-            let raw_name = line.get(..name_end).unwrap_or(&[]);
-            if raw_name.is_empty() || !raw_name.iter().all(|&b| is_token(b)) {
+            if name_end == 0 || line.get(colon) != Some(&b':') {
                 return Err(Error::BadHeader);
             }
+            let raw_name = line.get(..name_end).unwrap_or(&[]);
             // continuation lines (RFC 3261 7.3.1 folding) extend the value
             let mut value_end = content_end;
             let mut line_end = next;
