@@ -859,6 +859,7 @@ fn media_state_per_call_is_small() {
     let per_session = std::mem::size_of::<session::Slot>();
     // One-stream call: slot (stream inline) + two table entries + one timer entry.
     let one_stream_call = per_session + 2 * 8 + 24;
+    println!("slot {per_session} B, stream {per_stream} B, one-stream call {one_stream_call} B");
     assert!(one_stream_call < 2048, "{one_stream_call}");
     // A two-stream call spills its streams to the heap.
     assert!(per_session + 2 * per_stream + 4 * 8 + 24 < 2048);
@@ -1012,15 +1013,3 @@ proptest! {
     }
 }
 
-#[test]
-fn print_sizes() {
-    println!(
-        "slot {} session {} stream {} leg {} receiver {} endpoint {}",
-        std::mem::size_of::<session::Slot>(),
-        std::mem::size_of::<session::Session>(),
-        std::mem::size_of::<stream::Stream>(),
-        std::mem::size_of::<stream::LegState>(),
-        std::mem::size_of::<stats::Receiver>(),
-        std::mem::size_of::<stream::Endpoint>()
-    );
-}
