@@ -1,0 +1,279 @@
+//! Lexical helpers shared by the SIP views (RFC 3261 section 25.1 basic rules).
+
+/// RFC 3261 `token` characters.
+#[inline]
+pub(crate) fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// Space or tab.
+#[inline]
+pub(crate) fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Linear white space as it appears inside a folded value: SP, HT, CR, LF.
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |e| e + 1);
+    s.get(start..end).unwrap_or(&[])
+}
+
+pub(crate) fn skip_lws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    s.get(start..).unwrap_or(&[])
+}
+
+/// Decimal digits only, at least one, no overflow.
+pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+pub(crate) fn parse_port(s: &[u8]) -> Option<u16> {
+    parse_u32(s).and_then(|v| u16::try_from(v).ok())
+}
+
+/// Position of `sub` inside `base`; `sub` must be a subslice of `base`.
+#[inline]
+pub(crate) fn offset_in(base: &[u8], sub: &[u8]) -> usize {
+    let off = (sub.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    debug_assert!(off <= base.len());
+    off.min(base.len())
+}
+
+/// Length of a quoted-string starting at `s[0] == '"'`, quotes included; `None` if it never
+/// closes.
+pub(crate) fn quoted_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(j) = s.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
+        let at = i + j;
+        if s.get(at) == Some(&b'"') {
+            return Some(at + 1);
+        }
+        i = at + 2; // skip the escaped octet
+    }
+    None
+}
+
+/// Splits a header value at the commas that separate list elements: commas inside a
+/// quoted-string or inside `<...>` belong to the element. Elements are trimmed; empty ones are
+/// yielded too so callers can reject `a,,b`.
+#[derive(Clone)]
+pub(crate) struct CommaSplit<'b> {
+    rest: Option<&'b [u8]>,
+}
+
+impl<'b> CommaSplit<'b> {
+    pub(crate) fn new(value: &'b [u8]) -> Self {
+        CommaSplit { rest: Some(value) }
+    }
+}
+
+impl<'b> Iterator for CommaSplit<'b> {
+    type Item = &'b [u8];
+    fn next(&mut self) -> Option<&'b [u8]> {
+        let s = self.rest?;
+        let mut i = 0;
+        loop {
+            let Some(j) = s
+                .get(i..)
+                .and_then(|r| memchr::memchr3(b',', b'"', b'<', r))
+            else {
+                self.rest = None;
+                return Some(trim_lws(s));
+            };
+            let at = i + j;
+            match s.get(at) {
+                Some(b',') => {
+                    self.rest = s.get(at + 1..);
+                    return Some(trim_lws(s.get(..at).unwrap_or(&[])));
+                }
+                Some(b'"') => match s.get(at..).and_then(quoted_len) {
+                    Some(n) => i = at + n,
+                    None => {
+                        self.rest = None;
+                        return Some(trim_lws(s));
+                    }
+                },
+                _ => match s.get(at..).and_then(|r| memchr::memchr(b'>', r)) {
+                    Some(n) => i = at + n + 1,
+                    None => {
+                        self.rest = None;
+                        return Some(trim_lws(s));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// One `;name[=value]` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Param<'b> {
+    pub name: &'b [u8],
+    pub value: Option<&'b [u8]>,
+    /// The whole parameter from its `;` to the end of its value.
+    pub span: &'b [u8],
+}
+
+/// Iterates `*( SEMI name [EQUAL value] )` with optional LWS around `;` and `=`. Values are
+/// tokens, `[IPv6]` references or quoted-strings (kept with their quotes). Yields `Err(())`
+/// once on malformed input and then stops.
+pub(crate) struct Params<'b> {
+    rest: &'b [u8],
+    done: bool,
+}
+
+impl<'b> Params<'b> {
+    pub(crate) fn new(s: &'b [u8]) -> Self {
+        Params {
+            rest: s,
+            done: false,
+        }
+    }
+}
+
+fn param_value_len(s: &[u8]) -> Option<usize> {
+    match s.first() {
+        Some(b'"') => quoted_len(s),
+        Some(b'[') => memchr::memchr(b']', s).map(|i| i + 1),
+        _ => {
+            let n = s
+                .iter()
+                .position(|&b| {
+                    !(is_token(b) || matches!(b, b':' | b'[' | b']' | b'/' | b'&' | b'$' | b'@'))
+                })
+                .unwrap_or(s.len());
+            Some(n)
+        }
+    }
+}
+
+impl<'b> Iterator for Params<'b> {
+    type Item = Result<Param<'b>, ()>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let whole = self.rest;
+        let s = skip_lws(whole);
+        if s.is_empty() {
+            self.done = true;
+            return None;
+        }
+        let fail = |me: &mut Self| {
+            me.done = true;
+            Some(Err(()))
+        };
+        if s.first() != Some(&b';') {
+            return fail(self);
+        }
+        let start = offset_in(whole, s);
+        let s = skip_lws(s.get(1..).unwrap_or(&[]));
+        let name_len = s.iter().position(|&b| !is_token(b)).unwrap_or(s.len());
+        if name_len == 0 {
+            return fail(self);
+        }
+        let name = s.get(..name_len).unwrap_or(&[]);
+        let after_name = s.get(name_len..).unwrap_or(&[]);
+        let t = skip_lws(after_name);
+        let (value, end_rest) = if t.first() == Some(&b'=') {
+            let v = skip_lws(t.get(1..).unwrap_or(&[]));
+            match param_value_len(v) {
+                Some(n) if n > 0 => (v.get(..n), v.get(n..).unwrap_or(&[])),
+                _ => return fail(self),
+            }
+        } else {
+            (None, after_name)
+        };
+        let end = offset_in(whole, end_rest);
+        self.rest = end_rest;
+        let span = whole.get(start..end).unwrap_or(&[]);
+        Some(Ok(Param { name, value, span }))
+    }
+}
+
+/// Finds a parameter by name (case-insensitive): `Some(None)` for a flag, `Some(Some(v))` for
+/// a value; `None` when absent or the list is malformed before it.
+pub(crate) fn find_param<'b>(params: &'b [u8], name: &[u8]) -> Option<Option<&'b [u8]>> {
+    Params::new(params)
+        .map_while(Result::ok)
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comma_split_respects_quotes_and_angles() {
+        let v: Vec<&[u8]> =
+            CommaSplit::new(b"\"Doe, John\" <sip:a@b;x=1,2>;tag=1 , <sip:c@d>,,e").collect();
+        assert_eq!(
+            v,
+            vec![
+                &b"\"Doe, John\" <sip:a@b;x=1,2>;tag=1"[..],
+                b"<sip:c@d>",
+                b"",
+                b"e"
+            ]
+        );
+        let v: Vec<&[u8]> = CommaSplit::new(b"\"a\\\",b\" <x>").collect();
+        assert_eq!(v, vec![&b"\"a\\\",b\" <x>"[..]]);
+        let v: Vec<&[u8]> = CommaSplit::new(b"\"open, b").collect();
+        assert_eq!(v, vec![&b"\"open, b"[..]]);
+    }
+
+    #[test]
+    fn params_with_lws() {
+        let p: Vec<_> =
+            Params::new(b" ; branch = z9hG4bK1 ;rport; received=[2001:db8::1];x=\"a;b\"")
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+        assert_eq!(p.len(), 4);
+        assert_eq!(p[0].name, b"branch");
+        assert_eq!(p[0].value, Some(&b"z9hG4bK1"[..]));
+        assert_eq!(p[0].span, b"; branch = z9hG4bK1");
+        assert_eq!(p[1].value, None);
+        assert_eq!(p[2].value, Some(&b"[2001:db8::1]"[..]));
+        assert_eq!(p[3].value, Some(&b"\"a;b\""[..]));
+        assert!(Params::new(b";;").any(|r| r.is_err()));
+        assert!(Params::new(b";a=").any(|r| r.is_err()));
+        assert_eq!(find_param(b";Lr;user=phone", b"lr"), Some(None));
+        assert_eq!(
+            find_param(b";lr;USER=phone", b"user"),
+            Some(Some(&b"phone"[..]))
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"36893488147419103232"), None);
+        assert_eq!(parse_u32(b""), None);
+        assert_eq!(parse_u32(b"-1"), None);
+        assert_eq!(parse_port(b"65536"), None);
+        assert_eq!(parse_port(b"5060"), Some(5060));
+    }
+}
