@@ -752,9 +752,11 @@ fn allocation_is_random_not_sequential() {
 #[test]
 fn addr_in_use_takes_another_pair() {
     let mut relay = Relay::new(cfg(), 11);
-    let mut binder = FakeBinder::default();
     // Another process holds 40 of the 50 pairs.
-    binder.in_use_elsewhere = (FIRST..=LAST).step_by(2).take(40).collect();
+    let mut binder = FakeBinder {
+        in_use_elsewhere: (FIRST..=LAST).step_by(2).take(40).collect(),
+        ..FakeBinder::default()
+    };
     let t0 = Instant::now();
     let id = relay.create_session(t0, &mut binder, 1, false).unwrap();
     for leg in [Leg::Caller, Leg::Callee] {
@@ -1012,4 +1014,3 @@ proptest! {
         prop_assert_eq!(relay.free_pairs(), 50);
     }
 }
-
