@@ -378,7 +378,7 @@ impl<'b> Lines<'b> {
                 raw,
             });
         }
-        if content.iter().any(|&b| b == b'\r' || b == 0) {
+        if memchr::memchr2(b'\r', 0, content).is_some() {
             return Err(Error::BadLine);
         }
         let (t, value) = match content {
