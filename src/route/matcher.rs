@@ -1,0 +1,505 @@
+//! The per-usage number matcher: a byte trie for patterns that are a literal prefix plus an
+//! optional class run (`^\+1206555\d{4}$`, `^\+44`, `^(\+1|1)?425\d+$`), and one `RegexSet`
+//! for every other pattern. A lookup walks the trie along the number once (at most one step
+//! per character, however many routes there are) and runs one set, so its cost does not grow
+//! with the number of literal-prefix routes.
+//!
+//! The analysis works on the pattern's HIR from regex-syntax, the same parse the regex crate
+//! makes, so a trie entry matches exactly the numbers the regex would.
+
+use std::collections::HashMap;
+
+use regex::RegexSet;
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
+use smallvec::SmallVec;
+
+use super::RouteId;
+
+/// A character class of a pattern's tail, e.g. `\d` (which is Unicode-aware, as in the regex).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CharClass {
+    ascii: u128,
+    ranges: Box<[(char, char)]>,
+}
+
+impl CharClass {
+    fn new(ranges: Vec<(char, char)>) -> Self {
+        let mut ascii = 0u128;
+        for &(a, b) in &ranges {
+            for c in (a as u32)..=(b as u32).min(127) {
+                ascii |= 1 << c;
+            }
+        }
+        CharClass {
+            ascii,
+            ranges: ranges.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn contains(&self, c: char) -> bool {
+        let u = c as u32;
+        if u < 128 {
+            return self.ascii & (1 << u) != 0;
+        }
+        let i = self.ranges.partition_point(|&(_, hi)| hi < c);
+        self.ranges.get(i).is_some_and(|&(lo, _)| lo <= c)
+    }
+}
+
+/// What must follow the literal prefix: `min..=max` characters of `class`, then the end of
+/// the number when `end` (else anything).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tail {
+    class: u16,
+    min: u16,
+    max: u16,
+    end: bool,
+}
+
+const NO_CLASS: u16 = u16::MAX;
+const UNBOUNDED: u16 = u16::MAX;
+
+/// A pattern split into literal prefixes and a tail.
+pub(crate) struct Literal {
+    pub prefixes: Vec<Vec<u8>>,
+    class: Option<Vec<(char, char)>>,
+    min: u32,
+    max: Option<u32>,
+    end: bool,
+}
+
+/// At most this many literal alternatives per pattern (`^(\+1|1)?(206|425)` is 4).
+const MAX_PREFIXES: usize = 64;
+
+/// Splits `hir` into literal prefixes and a tail, when it has that shape.
+pub(crate) fn analyze(hir: &Hir) -> Option<Vec<Literal>> {
+    // A top-level alternation of such shapes (`^\+1206|^\+1425`) is several entries.
+    if let HirKind::Alternation(branches) = hir.kind() {
+        let mut out = Vec::new();
+        for b in branches {
+            out.extend(analyze(b)?);
+        }
+        return (out.iter().map(|l| l.prefixes.len()).sum::<usize>() <= MAX_PREFIXES)
+            .then_some(out);
+    }
+    let mut items = Vec::new();
+    flatten(hir, &mut items);
+    // regex-syntax factors common prefixes out (`^a\d$|^b$` is `^(?:a\d$|b$)`): distribute a
+    // final alternation back over what precedes it.
+    if let Some((last, head)) = items.split_last() {
+        if let HirKind::Alternation(branches) = last.kind() {
+            if literal_set(last).is_none() {
+                let mut out = Vec::new();
+                for b in branches {
+                    let mut v: Vec<Hir> = head.iter().map(|h| (*h).clone()).collect();
+                    v.push(b.clone());
+                    out.extend(analyze(&Hir::concat(v))?);
+                }
+                return (out.iter().map(|l| l.prefixes.len()).sum::<usize>() <= MAX_PREFIXES)
+                    .then_some(out);
+            }
+        }
+    }
+    let mut it = items.into_iter().peekable();
+    if !matches!(it.next()?.kind(), HirKind::Look(Look::Start)) {
+        return None;
+    }
+    let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(h) = it.peek() {
+        let Some(set) = literal_set(h) else { break };
+        let mut next = Vec::with_capacity(prefixes.len() * set.len());
+        for p in &prefixes {
+            for s in &set {
+                let mut v = p.clone();
+                v.extend_from_slice(s);
+                next.push(v);
+            }
+        }
+        if next.len() > MAX_PREFIXES {
+            return None;
+        }
+        prefixes = next;
+        it.next();
+    }
+    let mut class: Option<Vec<(char, char)>> = None;
+    let (mut min, mut max) = (0u32, Some(0u32));
+    while let Some(h) = it.peek() {
+        let (c, lo, hi) = match h.kind() {
+            HirKind::Class(c) => (class_ranges(c)?, 1, Some(1)),
+            HirKind::Repetition(r) => match r.sub.kind() {
+                HirKind::Class(c) => (class_ranges(c)?, r.min, r.max),
+                _ => break,
+            },
+            _ => break,
+        };
+        match &class {
+            Some(prev) if *prev != c => return None,
+            _ => class = Some(c),
+        }
+        min = min.checked_add(lo)?;
+        max = match (max, hi) {
+            (Some(a), Some(b)) => a.checked_add(b),
+            _ => None,
+        };
+        it.next();
+    }
+    let end = match it.next() {
+        None => false,
+        Some(h) if matches!(h.kind(), HirKind::Look(Look::End)) => true,
+        Some(_) => return None,
+    };
+    if it.next().is_some() {
+        return None;
+    }
+    Some(vec![Literal {
+        prefixes,
+        class,
+        min,
+        max,
+        end,
+    }])
+}
+
+fn flatten<'h>(h: &'h Hir, out: &mut Vec<&'h Hir>) {
+    match h.kind() {
+        HirKind::Capture(c) => flatten(&c.sub, out),
+        HirKind::Concat(v) => v.iter().for_each(|h| flatten(h, out)),
+        HirKind::Empty => {}
+        _ => out.push(h),
+    }
+}
+
+/// The finite set of strings `h` matches, when it is a small set of literals.
+fn literal_set(h: &Hir) -> Option<Vec<Vec<u8>>> {
+    match h.kind() {
+        HirKind::Literal(l) => Some(vec![l.0.to_vec()]),
+        HirKind::Class(c) => {
+            let r = class_ranges(c)?;
+            match r.as_slice() {
+                [(a, b)] if a == b => Some(vec![a.to_string().into_bytes()]),
+                _ => None,
+            }
+        }
+        HirKind::Capture(c) => literal_set(&c.sub),
+        HirKind::Empty => Some(vec![Vec::new()]),
+        HirKind::Concat(v) => {
+            let mut acc = vec![Vec::new()];
+            for h in v {
+                let set = literal_set(h)?;
+                let mut next = Vec::new();
+                for p in &acc {
+                    for s in &set {
+                        let mut x: Vec<u8> = p.clone();
+                        x.extend_from_slice(s);
+                        next.push(x);
+                    }
+                }
+                if next.len() > MAX_PREFIXES {
+                    return None;
+                }
+                acc = next;
+            }
+            Some(acc)
+        }
+        HirKind::Alternation(v) => {
+            let mut acc = Vec::new();
+            for h in v {
+                acc.extend(literal_set(h)?);
+                if acc.len() > MAX_PREFIXES {
+                    return None;
+                }
+            }
+            Some(acc)
+        }
+        HirKind::Repetition(r) if r.min == 0 && r.max == Some(1) => {
+            let mut s = literal_set(&r.sub)?;
+            s.push(Vec::new());
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn class_ranges(c: &Class) -> Option<Vec<(char, char)>> {
+    match c {
+        Class::Unicode(u) => Some(u.ranges().iter().map(|r| (r.start(), r.end())).collect()),
+        // Byte classes only arise with Unicode off; keep them in the general set unless ASCII.
+        Class::Bytes(b) => {
+            let r: Vec<(char, char)> = b
+                .ranges()
+                .iter()
+                .map(|r| (r.start() as char, r.end() as char))
+                .collect();
+            r.iter().all(|&(_, hi)| (hi as u32) < 128).then_some(r)
+        }
+    }
+}
+
+/// Classes shared by all matchers of a table (nearly every tail is `\d`).
+#[derive(Default)]
+pub(crate) struct Classes {
+    list: Vec<CharClass>,
+    index: HashMap<Vec<(char, char)>, u16>,
+}
+
+impl Classes {
+    fn intern(&mut self, ranges: Vec<(char, char)>) -> Option<u16> {
+        if let Some(&i) = self.index.get(&ranges) {
+            return Some(i);
+        }
+        let i = u16::try_from(self.list.len())
+            .ok()
+            .filter(|&i| i != NO_CLASS)?;
+        self.list.push(CharClass::new(ranges.clone()));
+        self.index.insert(ranges, i);
+        Some(i)
+    }
+
+    pub(crate) fn finish(self) -> Box<[CharClass]> {
+        self.list.into_boxed_slice()
+    }
+
+    /// The tail of `lit`, or None when it cannot be represented (then use the regex).
+    pub(crate) fn tail(&mut self, lit: &Literal) -> Option<Tail> {
+        let class = match &lit.class {
+            Some(r) => self.intern(r.clone())?,
+            None => NO_CLASS,
+        };
+        let min = u16::try_from(lit.min).ok().filter(|&m| m != UNBOUNDED)?;
+        let max = match lit.max {
+            None => UNBOUNDED,
+            Some(m) => u16::try_from(m).ok().filter(|&m| m != UNBOUNDED)?,
+        };
+        Some(Tail {
+            class,
+            min,
+            max,
+            end: lit.end,
+        })
+    }
+}
+
+impl Tail {
+    #[inline]
+    fn matches(&self, classes: &[CharClass], rest: &str) -> bool {
+        let Some(class) = classes.get(self.class as usize) else {
+            // No class: the prefix alone, then the end when anchored.
+            return !self.end || rest.is_empty();
+        };
+        let mut n: u32 = 0;
+        for c in rest.chars() {
+            if !self.end && n >= u32::from(self.min) {
+                return true;
+            }
+            if !class.contains(c) {
+                return false;
+            }
+            n += 1;
+        }
+        if !self.end {
+            return n >= u32::from(self.min);
+        }
+        n >= u32::from(self.min) && (self.max == UNBOUNDED || n <= u32::from(self.max))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    rank: u32,
+    route: RouteId,
+    tail: Tail,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Node {
+    edges: u32,
+    n_edges: u32,
+    entries: u32,
+    n_entries: u32,
+}
+
+/// The matcher of one PSTN usage. `rank` orders its routes by priority, then file order.
+#[derive(Default)]
+pub(crate) struct UsageMatcher {
+    nodes: Vec<Node>,
+    edge_byte: Vec<u8>,
+    edge_to: Vec<u32>,
+    entries: Vec<Entry>,
+    set: Option<RegexSet>,
+    /// Rank and route of each pattern of `set`.
+    set_routes: Vec<(u32, RouteId)>,
+}
+
+#[derive(Default)]
+pub(crate) struct MatcherBuilder {
+    // Build-time trie: sorted children per node.
+    children: Vec<Vec<(u8, u32)>>,
+    entries: Vec<Vec<Entry>>,
+    general: Vec<(u32, RouteId, String)>,
+}
+
+impl MatcherBuilder {
+    pub(crate) fn new() -> Self {
+        MatcherBuilder {
+            children: vec![Vec::new()],
+            entries: vec![Vec::new()],
+            general: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add_literal(&mut self, rank: u32, route: RouteId, prefix: &[u8], tail: Tail) {
+        let mut node = 0usize;
+        for &b in prefix {
+            let kids = &mut self.children[node];
+            node = match kids.binary_search_by_key(&b, |&(k, _)| k) {
+                Ok(i) => kids[i].1 as usize,
+                Err(i) => {
+                    let n = self.entries.len();
+                    kids.insert(i, (b, n as u32));
+                    self.children.push(Vec::new());
+                    self.entries.push(Vec::new());
+                    n
+                }
+            };
+        }
+        self.entries[node].push(Entry { rank, route, tail });
+    }
+
+    pub(crate) fn add_general(&mut self, rank: u32, route: RouteId, pattern: &str) {
+        self.general.push((rank, route, pattern.to_owned()));
+    }
+
+    pub(crate) fn finish(self) -> Result<UsageMatcher, regex::Error> {
+        let mut m = UsageMatcher::default();
+        let n = self.children.len();
+        m.nodes.reserve_exact(n);
+        for (kids, entries) in self.children.into_iter().zip(self.entries) {
+            m.nodes.push(Node {
+                edges: m.edge_byte.len() as u32,
+                n_edges: kids.len() as u32,
+                entries: m.entries.len() as u32,
+                n_entries: entries.len() as u32,
+            });
+            for (b, to) in kids {
+                m.edge_byte.push(b);
+                m.edge_to.push(to);
+            }
+            m.entries.extend(entries);
+        }
+        m.edge_byte.shrink_to_fit();
+        m.edge_to.shrink_to_fit();
+        m.entries.shrink_to_fit();
+        if !self.general.is_empty() {
+            m.set = Some(RegexSet::new(self.general.iter().map(|(_, _, p)| p))?);
+            m.set_routes = self.general.iter().map(|&(r, id, _)| (r, id)).collect();
+        }
+        Ok(m)
+    }
+}
+
+/// Matching routes of one usage, as (rank, route).
+pub(crate) type Hits = SmallVec<[(u32, RouteId); 16]>;
+
+impl UsageMatcher {
+    /// Appends the routes whose pattern matches `number`, in rank order, each once.
+    pub(crate) fn matches(
+        &self,
+        classes: &[CharClass],
+        number: &str,
+        scratch: &mut Vec<bool>,
+        hits: &mut Hits,
+    ) {
+        let start = hits.len();
+        let bytes = number.as_bytes();
+        let mut node = 0usize;
+        let mut depth = 0usize;
+        loop {
+            let Some(n) = self.nodes.get(node) else { break };
+            let es = n.entries as usize..(n.entries + n.n_entries) as usize;
+            if let Some(entries) = self.entries.get(es) {
+                let rest = number.get(depth..).unwrap_or("");
+                for e in entries {
+                    if e.tail.matches(classes, rest) {
+                        hits.push((e.rank, e.route));
+                    }
+                }
+            }
+            let Some(&b) = bytes.get(depth) else { break };
+            let ed = n.edges as usize..(n.edges + n.n_edges) as usize;
+            let (Some(keys), Some(to)) = (self.edge_byte.get(ed.clone()), self.edge_to.get(ed))
+            else {
+                break;
+            };
+            match keys.iter().position(|&k| k == b) {
+                Some(i) => node = to[i] as usize,
+                None => break,
+            }
+            depth += 1;
+        }
+        if let Some(set) = &self.set {
+            if set.is_match(number) {
+                scratch.clear();
+                scratch.resize(set.len(), false);
+                set.matches_read_at(scratch, number, 0);
+                for (i, &hit) in scratch.iter().enumerate() {
+                    if hit {
+                        if let Some(&r) = self.set_routes.get(i) {
+                            hits.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        let mine = &mut hits[start..];
+        mine.sort_unstable_by_key(|&(rank, _)| rank);
+        // A pattern with several literal alternatives can hit on more than one trie node.
+        let mut w = start;
+        for r in start..hits.len() {
+            if r == start || hits[r].0 != hits[w - 1].0 {
+                hits[w] = hits[r];
+                w += 1;
+            }
+        }
+        hits.truncate(w);
+    }
+
+    /// Approximate heap bytes held, for reports.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.edge_byte.capacity()
+            + self.edge_to.capacity() * 4
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.set_routes.capacity() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(p: &str) -> Option<Vec<Literal>> {
+        analyze(&crate::config::translation::parse_pattern(p).unwrap().hir)
+    }
+
+    #[test]
+    fn analysis_shapes() {
+        let l = lit(r"^\+1206555\d{4}$").unwrap();
+        assert_eq!(l[0].prefixes, vec![b"+1206555".to_vec()]);
+        assert_eq!((l[0].min, l[0].max, l[0].end), (4, Some(4), true));
+        let l = lit(r"^\+44").unwrap();
+        assert_eq!(l[0].prefixes, vec![b"+44".to_vec()]);
+        assert!(l[0].class.is_none() && !l[0].end);
+        let l = lit(r"^(\+1|1)?(206|425)\d\d+$").unwrap();
+        assert_eq!(l[0].prefixes.len(), 6);
+        assert_eq!((l[0].min, l[0].max), (2, None));
+        let l = lit(r"^\+1206|^\+1425").unwrap();
+        assert_eq!(l.iter().map(|l| l.prefixes.len()).sum::<usize>(), 2);
+        let l = lit(r"^\+1206\d+$|^0\d{3}$").unwrap();
+        assert_eq!(l.len(), 2);
+        assert!(lit(r"\+1206").is_none());
+        assert!(lit(r"^\+1\d{3}555$").is_none());
+        assert!(lit(r"^\+1\d+[a-z]$").is_none());
+        assert!(lit(r"(?m)^\+1$").is_none());
+    }
+}
