@@ -4,7 +4,8 @@
 //! driver counters.
 //!
 //! driver_forward --ip 127.0.0.1 --first-port 20000 --pairs 500 --sink 127.0.0.1:51010
-//!                [--sip-port 5260] [--min-wait-us 300] [--workers 1]
+//!                [--sip-port 5260] [--min-wait-us 300] [--workers 1] [--buffers N] [--verbose]
+//!                [--probe-port P --probe-dst IP:PORT]   (datagrams on P go to the probe instead)
 
 use intertrunk::driver::signals::TerminationSignals;
 use intertrunk::driver::{
@@ -15,11 +16,16 @@ use std::time::{Duration, Instant};
 
 struct Forwarder {
     sink: SocketAddr,
+    /// Datagrams on this port go to `probe_dst` instead (latency probes).
+    probe: Option<(u16, SocketAddr)>,
 }
 
 impl Core for Forwarder {
     fn handle_sip(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8]) {}
     fn handle_media(&mut self, _: Instant, port: u16, _: SocketAddr, _: &[u8]) -> Forward {
+        if let Some((p, dst)) = self.probe.filter(|&(p, _)| p == port) {
+            return Forward::To { out_port: p, dst };
+        }
         Forward::To {
             out_port: port,
             dst: self.sink,
@@ -63,6 +69,11 @@ fn main() -> anyhow::Result<()> {
     let min_wait_us: u64 = arg(&args, "--min-wait-us", Some(300));
     let workers: usize = arg(&args, "--workers", Some(1));
 
+    let probe_port: u16 = arg(&args, "--probe-port", Some(0));
+    let probe = (probe_port != 0).then(|| {
+        let dst: SocketAddr = arg(&args, "--probe-dst", None);
+        (probe_port, dst)
+    });
     let signals = TerminationSignals::install()?;
     let mut cfg = DriverConfig::new(vec![SocketAddr::new(ip, sip_port)]);
     cfg.workers = workers;
@@ -80,7 +91,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("bind {port}: {e}");
             }
         }
-        Forwarder { sink }
+        Forwarder { sink, probe }
     })?;
     println!(
         "ready pid={} nofile={} max_media_calls={}",
@@ -88,17 +99,15 @@ fn main() -> anyhow::Result<()> {
         running.preflight().nofile,
         running.preflight().max_media_calls()
     );
-    while signals.wait(Duration::from_secs(1))?.is_none() {
-        if running.is_finished() {
-            break;
-        }
-    }
-    let s = running.stats();
-    let sum = |f: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
-        s.iter().map(|w| WorkerStats::get(f(w))).sum()
-    };
-    println!(
-        "received={} forwarded={} dropped={} send_errors={} enobufs_rearms={} turns={} sockets={}",
+    let verbose = args.iter().any(|a| a == "--verbose");
+    let s = running.stats().clone();
+    let counters = move || {
+        let sum = |f: fn(&WorkerStats) -> &std::sync::atomic::AtomicU64| -> u64 {
+            s.iter().map(|w| WorkerStats::get(f(w))).sum()
+        };
+        format!(
+        "received={} forwarded={} dropped={} send_errors={} enobufs_rearms={} turns={} sockets={} \
+         buffers_out={} buffer_errors={} cq_overflows={}",
         sum(|w| &w.media_received),
         sum(|w| &w.media_forwarded),
         sum(|w| &w.media_dropped),
@@ -106,7 +115,20 @@ fn main() -> anyhow::Result<()> {
         sum(|w| &w.enobufs_rearms),
         sum(|w| &w.turns),
         sum(|w| &w.media_sockets),
-    );
+        sum(|w| &w.media_buffers_out),
+        sum(|w| &w.buffer_errors),
+        sum(|w| &w.cq_overflows),
+        )
+    };
+    while signals.wait(Duration::from_secs(1))?.is_none() {
+        if running.is_finished() {
+            break;
+        }
+        if verbose {
+            eprintln!("{}", counters());
+        }
+    }
+    println!("{}", counters());
     running.stop();
     running.join()?;
     Ok(())

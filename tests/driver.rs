@@ -448,3 +448,149 @@ fn address_in_use_fails_the_start_with_the_address() {
     let err = run_workers(config(ip, 1), |ctx| TestCore::new(ctx, Arc::default())).unwrap_err();
     assert!(err.to_string().contains("5061"), "{err}");
 }
+
+/// Every provided buffer comes back: a burst on many sockets through a tiny submission queue
+/// (the queue-full path runs on almost every push) and a tiny completion queue (overflow).
+#[test]
+fn burst_on_many_sockets_through_tiny_queues_returns_every_buffer() {
+    let ip = "127.0.31.8";
+    let mut cfg = config(ip, 1);
+    cfg.sq_entries = 4;
+    cfg.cq_entries = 8;
+    cfg.media_buffers = 64;
+    cfg.max_media_sockets = 128;
+    cfg.media_min_wait = Duration::from_millis(2);
+    let (w, _) = start(cfg);
+    let listen: SocketAddr = format!("{ip}:5060").parse().unwrap();
+    let c = client(ip);
+    // A sink with room for a whole round, so nothing is lost after the driver.
+    let sink = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    sink.set_recv_buffer_size(4 << 20).unwrap();
+    sink.bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    let sink: UdpSocket = sink.into();
+    sink.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let mut ports = Vec::new();
+    while ports.len() < 24 {
+        let p = free_pair(ip);
+        if ask(&c, listen, &format!("BIND {p}")).0 == format!("BIND {p} true") {
+            ports.push(p);
+        }
+    }
+    for &p in &ports {
+        ask(&c, listen, &format!("FWD {p} {p} {sink_addr}"));
+    }
+    let src = client(ip);
+    let rounds = 4;
+    let per_socket = 12;
+    let mut sent = 0u64;
+    let mut got = 0u64;
+    let mut buf = [0u8; 2048];
+    for round in 0..rounds {
+        for i in 0..per_socket {
+            for &p in &ports {
+                src.send_to(&[(round * per_socket + i) as u8; 172], (ip, p))
+                    .unwrap();
+                sent += 1;
+            }
+        }
+        while got < sent {
+            match recv(&sink, &mut buf) {
+                Ok((172, _)) => got += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let settled = |w: &RunningWorkers| {
+        stat(w, |s| &s.media_received)
+            == stat(w, |s| &s.media_forwarded)
+                + stat(w, |s| &s.media_dropped)
+                + stat(w, |s| &s.media_send_errors)
+            && stat(w, |s| &s.media_buffers_out) == 0
+    };
+    while !settled(&w) && Instant::now() < deadline {
+        // Keeps the loop turning so the counters are refreshed.
+        let _ = ask(&c, listen, "ECHO x");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        stat(&w, |s| &s.cq_overflows),
+        0,
+        "nothing dropped by the kernel"
+    );
+    assert_eq!(
+        stat(&w, |s| &s.media_received),
+        sent,
+        "every datagram received"
+    );
+    assert_eq!(
+        stat(&w, |s| &s.media_forwarded),
+        sent,
+        "every send completed"
+    );
+    assert_eq!(got, sent, "every datagram reached the sink");
+    assert_eq!(
+        stat(&w, |s| &s.media_buffers_out),
+        0,
+        "every buffer back with the kernel"
+    );
+    w.stop();
+    w.join().unwrap();
+}
+
+/// The min-wait batches wake-ups but bounds them: a lone packet is forwarded within about one
+/// min-wait even though the wait asks for a batch and the core's next timer is seconds away,
+/// and an idle worker sleeps instead of waking every min-wait.
+#[test]
+fn min_wait_bounds_the_added_latency_and_idle_does_not_spin() {
+    let ip = "127.0.31.9";
+    let mut cfg = config(ip, 1);
+    cfg.wait_batch = 64;
+    cfg.media_min_wait = Duration::from_millis(40);
+    cfg.sip_min_wait = Duration::from_millis(2);
+    let (w, _) = start(cfg);
+    let listen: SocketAddr = format!("{ip}:5060").parse().unwrap();
+    let c = client(ip);
+    let pa = free_pair(ip);
+    let sink = client(ip);
+    ask(&c, listen, &format!("BIND {pa}"));
+    ask(
+        &c,
+        listen,
+        &format!("FWD {pa} {pa} {}", sink.local_addr().unwrap()),
+    );
+    // A timer far away: the wait's overall timeout is long.
+    c.send_to(b"TIMER 20000", listen).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let idle0 = stat(&w, |s| &s.turns);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_turns = stat(&w, |s| &s.turns) - idle0;
+    assert!(
+        idle_turns <= 3,
+        "an idle worker woke {idle_turns} times in 300 ms"
+    );
+
+    let src = client(ip);
+    let mut buf = [0u8; 2048];
+    let mut worst = Duration::ZERO;
+    for i in 0..5u8 {
+        // Let the loop settle into a media wait first.
+        std::thread::sleep(Duration::from_millis(60));
+        let t0 = Instant::now();
+        src.send_to(&[i; 172], (ip, pa)).unwrap();
+        let (n, _) = recv(&sink, &mut buf).expect("forwarded");
+        assert_eq!(n, 172);
+        worst = worst.max(t0.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(40 + 30),
+        "a ready completion waited {worst:?} (min-wait 40 ms)"
+    );
+    w.stop();
+    w.join().unwrap();
+}

@@ -58,7 +58,11 @@ pub(crate) struct BufRing {
     /// Our copy of the tail; published to the kernel by `publish`.
     tail: u16,
     bgid: u16,
-    /// Buffers the kernel has handed us and we have not returned yet.
+    /// Which buffers the kernel has handed us and we have not returned yet: a second return
+    /// of one buffer would publish a duplicate entry and overwrite one the kernel has not
+    /// consumed yet, losing that buffer for good.
+    out: Box<[bool]>,
+    /// How many of `out` are set.
     held: usize,
     registered: bool,
 }
@@ -88,6 +92,7 @@ impl BufRing {
             mask: count - 1,
             tail: 0,
             bgid,
+            out: vec![false; usize::from(count)].into_boxed_slice(),
             held: 0,
             registered: false,
         };
@@ -98,8 +103,7 @@ impl BufRing {
         }
         ring.registered = true;
         for bid in 0..count {
-            ring.held += 1;
-            ring.recycle(bid);
+            ring.push_entry(bid);
         }
         ring.publish();
         Ok(ring)
@@ -109,12 +113,24 @@ impl BufRing {
         self.bgid
     }
 
-    /// The kernel filled buffer `bid`: it is ours until `recycle`.
-    pub fn take(&mut self, bid: u16) -> Option<&mut [u8]> {
-        if bid >= self.count {
+    /// A completion handed us buffer `bid`: it is ours until `recycle`. False for a bid out of
+    /// range or one we already hold (neither can come from a sane kernel; the caller drops it).
+    pub fn claim(&mut self, bid: u16) -> bool {
+        match self.out.get_mut(usize::from(bid)) {
+            Some(o) if !*o => {
+                *o = true;
+                self.held += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The bytes of a buffer we claimed.
+    pub fn buf(&mut self, bid: u16) -> Option<&mut [u8]> {
+        if !self.out.get(usize::from(bid)).copied().unwrap_or(false) {
             return None;
         }
-        self.held += 1;
         // SAFETY: bid < count, so the range is inside the mapping; the kernel wrote it before
         // posting the completion and does not touch it again until we recycle it.
         Some(unsafe {
@@ -135,17 +151,30 @@ impl BufRing {
         }
     }
 
-    /// Gives buffer `bid` back (visible to the kernel after `publish`).
-    pub fn recycle(&mut self, bid: u16) {
+    /// Gives buffer `bid` back (visible to the kernel after `publish`). A buffer we do not hold
+    /// is ignored and reported (false).
+    pub fn recycle(&mut self, bid: u16) -> bool {
+        match self.out.get_mut(usize::from(bid)) {
+            Some(o) if *o => {
+                *o = false;
+                self.held -= 1;
+            }
+            _ => return false,
+        }
+        self.push_entry(bid);
+        true
+    }
+
+    fn push_entry(&mut self, bid: u16) {
         let idx = usize::from(self.tail & self.mask);
         // SAFETY: idx < count, inside the entry mapping; the kernel only reads entries between
-        // its head and the published tail, and this one is past the published tail.
+        // its head and the published tail, and this one is past the published tail (at most
+        // `count` buffers are ever outside `out`, so the tail never laps the kernel's head).
         let entry = unsafe { &mut *self.entries.ptr.cast::<BufRingEntry>().add(idx) };
         entry.set_addr(self.ptr(bid) as u64);
         entry.set_len(self.buf_size as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
-        self.held = self.held.saturating_sub(1);
     }
 
     /// Publishes the recycled buffers to the kernel.
@@ -158,9 +187,14 @@ impl BufRing {
         }
     }
 
-    /// Buffers currently with the kernel (free for receives).
+    /// Buffers currently with the kernel (free for receives), once published.
     pub fn available(&self) -> usize {
-        usize::from(self.count).saturating_sub(self.held)
+        usize::from(self.count) - self.held
+    }
+
+    /// Buffers we hold (taken by a receive, not yet recycled).
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     pub fn unregister(&mut self, submitter: &Submitter<'_>) {

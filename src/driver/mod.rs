@@ -225,6 +225,15 @@ pub struct WorkerStats {
     pub truncated: AtomicU64,
     /// Media sockets currently open.
     pub media_sockets: AtomicU64,
+    /// Provided buffers taken by a receive and not yet given back to the kernel (media, SIP),
+    /// as of the end of the last turn. Zero on an idle worker; a value that only grows is a leak.
+    pub media_buffers_out: AtomicU64,
+    pub sip_buffers_out: AtomicU64,
+    /// Buffer ids a completion handed us while we already held them, or returned twice (a bug
+    /// if ever non-zero; the ring stays consistent).
+    pub buffer_errors: AtomicU64,
+    /// Completions the kernel dropped because the completion queue was full (should stay 0).
+    pub cq_overflows: AtomicU64,
     /// Loop turns (kernel entries that returned).
     pub turns: AtomicU64,
 }

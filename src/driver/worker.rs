@@ -45,6 +45,9 @@ fn untoken(t: u64) -> (u64, u32, u32) {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// Longest single wait when the core has no timer (a drain or a stop kicks the ring anyway).
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Shared {
     state: AtomicU8,
     wakes: Box<[WakeTarget]>,
@@ -372,7 +375,7 @@ struct State<C> {
     free_sends: Vec<u32>,
     tx_bufs: Box<[Box<[u8]>]>,
     free_tx: Vec<u32>,
-    rearm: Vec<u32>,
+    rearm: VecDeque<u32>,
     cqes: Vec<(u64, i32, u32)>,
     eventfd_buf: Box<u64>,
     wake_needed: Vec<bool>,
@@ -381,10 +384,13 @@ struct State<C> {
     pending_closes: Vec<u32>,
 }
 
-/// The submission side: pushes, flushing to the kernel when the queue is full.
+/// The submission side: pushes, flushing to the kernel when the queue is full. An entry is
+/// never dropped: one that still finds the queue full (the kernel refused the flush) waits in
+/// `backlog` and goes in before anything newer.
 struct Io<'a> {
     sub: Submitter<'a>,
     sq: SubmissionQueue<'a>,
+    backlog: VecDeque<squeue::Entry>,
 }
 
 impl Io<'_> {
@@ -392,14 +398,45 @@ impl Io<'_> {
     /// Every pointer in `e` must stay valid until its completion (all of them point into the
     /// worker's `State`, which outlives the ring).
     unsafe fn push(&mut self, e: &squeue::Entry) {
-        // SAFETY: forwarded from the caller.
-        if unsafe { self.sq.push(e) }.is_err() {
-            self.sq.sync();
-            let _ = self.sub.submit();
-            self.sq.sync();
-            // SAFETY: as above; the queue was just flushed to the kernel.
-            let _ = unsafe { self.sq.push(e) };
+        if self.backlog.is_empty() {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.sq.push(e) }.is_ok() {
+                return;
+            }
+            self.flush();
         }
+        self.backlog.push_back(e.clone());
+        // SAFETY: the backlog holds entries pushed under this same contract.
+        unsafe { self.drain_backlog() };
+    }
+
+    /// Moves backlogged entries into the queue, flushing it to the kernel when full.
+    ///
+    /// # Safety
+    /// As for `push`.
+    unsafe fn drain_backlog(&mut self) {
+        // Bounded: a kernel refusing every flush leaves the rest for the next turn.
+        for _ in 0..4 {
+            while let Some(e) = self.backlog.front() {
+                // SAFETY: forwarded from the caller.
+                if unsafe { self.sq.push(e) }.is_err() {
+                    break;
+                }
+                self.backlog.pop_front();
+            }
+            if self.backlog.is_empty() {
+                return;
+            }
+            self.flush();
+        }
+    }
+
+    /// Hands every queued entry to the kernel now. Sends on UDP complete inline: their
+    /// completions are in the CQ when this returns.
+    fn flush(&mut self) {
+        self.sq.sync();
+        let _ = self.sub.submit();
+        self.sq.sync();
     }
 }
 
@@ -502,7 +539,7 @@ impl<C: Core> Worker<C> {
                 .map(|_| vec![0u8; cfg.sip_buffer_size].into_boxed_slice())
                 .collect(),
             free_tx: (0..cfg.tx_buffers as u32).rev().collect(),
-            rearm: Vec::with_capacity(nslots),
+            rearm: VecDeque::with_capacity(nslots),
             cqes: Vec::with_capacity(cfg.cq_entries as usize * 2),
             eventfd_buf: Box::new(0),
             wake_needed: vec![false; setup.workers],
@@ -520,7 +557,11 @@ impl<C: Core> Worker<C> {
         let (mut sub, sq, mut cq) = ring.split();
         // Saves the fd lookup on every enter; harmless when refused.
         let _ = sub.register_ring_fd();
-        let mut io = Io { sub, sq };
+        let mut io = Io {
+            sub,
+            sq,
+            backlog: VecDeque::new(),
+        };
         if let Some(w) = st.shared.wakes.get(st.index) {
             w.ring_fd.store(ring_fd, Ordering::SeqCst);
         }
@@ -594,26 +635,31 @@ impl<C: Core> State<C> {
             self.wait(io)?;
             let now = Instant::now();
             self.stats().turns.fetch_add(1, Ordering::Relaxed);
-            cq.sync();
-            self.cqes.clear();
-            for c in &mut *cq {
-                self.cqes.push((c.user_data(), c.result(), c.flags()));
-            }
-            cq.sync();
             self.saw_sip = false;
-            for i in 0..self.cqes.len() {
-                let Some(&(ud, res, flags)) = self.cqes.get(i) else {
-                    break;
-                };
-                self.complete(io, now, ud, res, flags);
-            }
+            self.reap(io, cq, now);
             self.drain_handoff(now);
             if self.core.poll_timeout().is_some_and(|t| t <= now) {
                 self.core.handle_timeout(now);
             }
             self.apply_binder(io);
             self.transmit(io);
+            // Submit this turn's sends now and reap their (inline) completions, so their
+            // buffers go back to the ring before the receives are re-armed and before the
+            // wait: a buffer is out for one turn, not two.
+            if !io.sq.is_empty() || !io.backlog.is_empty() {
+                io.flush();
+                // SAFETY: the backlog holds entries pushed under Io::push's contract.
+                unsafe { io.drain_backlog() };
+                self.reap(io, cq, now);
+            }
             self.finish_turn(io);
+            let st = &self.stats[self.index];
+            st.media_buffers_out
+                .store(self.media_ring.held() as u64, Ordering::Relaxed);
+            st.sip_buffers_out
+                .store(self.sip_ring.held() as u64, Ordering::Relaxed);
+            st.cq_overflows
+                .store(u64::from(cq.overflow()), Ordering::Relaxed);
             match self.shared.state.load(Ordering::SeqCst) {
                 STOP => return Ok(()),
                 DRAIN if self.draining.is_none() => {
@@ -632,7 +678,25 @@ impl<C: Core> State<C> {
         }
     }
 
+    /// Handles every completion in the CQ.
+    fn reap(&mut self, io: &mut Io<'_>, cq: &mut io_uring::CompletionQueue<'_>, now: Instant) {
+        cq.sync();
+        self.cqes.clear();
+        for c in &mut *cq {
+            self.cqes.push((c.user_data(), c.result(), c.flags()));
+        }
+        cq.sync();
+        for i in 0..self.cqes.len() {
+            let Some(&(ud, res, flags)) = self.cqes.get(i) else {
+                break;
+            };
+            self.complete(io, now, ud, res, flags);
+        }
+    }
+
     fn wait(&mut self, io: &mut Io<'_>) -> Result<(), DriverError> {
+        // SAFETY: the backlog holds entries pushed under Io::push's contract.
+        unsafe { io.drain_backlog() };
         let now = Instant::now();
         let mut deadline = self.core.poll_timeout();
         if let Some(d) = self.draining {
@@ -644,27 +708,27 @@ impl<C: Core> State<C> {
         } else {
             io_uring::EnterFlags::empty()
         };
-        // Batch wake-ups: ask for `wait_batch` completions, but once one is there wait no longer
-        // than the min-wait (shorter after a turn that saw SIP).
         let r = match deadline {
             Some(d) if d <= now => io.sub.submit(),
             _ => {
-                let ts = deadline.map(|d| {
-                    let left = d - now;
-                    Timespec::new()
-                        .sec(left.as_secs())
-                        .nsec(left.subsec_nanos())
-                });
-                let mut args = SubmitArgs::new();
-                if let Some(ts) = &ts {
-                    args = args.timespec(ts);
-                }
-                let want = if self.min_wait {
-                    let window = if self.saw_sip {
-                        self.cfg.sip_min_wait
-                    } else {
-                        self.cfg.media_min_wait
-                    };
+                // The overall timeout is the core's next timer. Without one, a long idle cap
+                // stands in: with no overall timeout the kernel treats the min-wait as a plain
+                // timeout and an idle loop would wake every min-wait.
+                let left = deadline.map_or(IDLE_WAIT, |d| (d - now).min(IDLE_WAIT));
+                let ts = Timespec::new()
+                    .sec(left.as_secs())
+                    .nsec(left.subsec_nanos());
+                let mut args = SubmitArgs::new().timespec(&ts);
+                let window = if self.saw_sip {
+                    self.cfg.sip_min_wait
+                } else {
+                    self.cfg.media_min_wait
+                };
+                // Batch wake-ups: ask for `wait_batch` completions, but return once the
+                // min-wait has passed and one is ready, or at the first completion after it
+                // (kernel semantics of IORING_ENTER_EXT_ARG min_wait_usec when the overall
+                // timeout is longer). So a ready completion waits at most the min-wait.
+                let want = if self.min_wait && !window.is_zero() && window < left {
                     args =
                         args.min_wait_usec(u32::try_from(window.as_micros()).unwrap_or(u32::MAX));
                     self.cfg.wait_batch.max(1) as usize
@@ -729,7 +793,7 @@ impl<C: Core> State<C> {
                 if res == -libc::ENOBUFS {
                     self.stats().enobufs_rearms.fetch_add(1, Ordering::Relaxed);
                 }
-                self.rearm.push(slot);
+                self.rearm.push_back(slot);
             }
         }
         let closing = stale || self.sockets.get(slot as usize).is_none_or(|s| s.closing);
@@ -738,11 +802,19 @@ impl<C: Core> State<C> {
             SlotKind::Sip(_) => &mut self.sip_ring,
             SlotKind::Media(_) => &mut self.media_ring,
         };
+        if !ring.claim(bid) {
+            // A bid we already hold (or out of range): handing it out twice would corrupt
+            // the ring; count it and leave the buffer with its first user.
+            self.stats[self.index]
+                .buffer_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if res <= 0 || closing {
             ring.recycle(bid);
             return;
         }
-        let Some(buf) = ring.take(bid) else { return };
+        let Some(buf) = ring.buf(bid) else { return };
         let len = (res as usize).min(buf.len());
         let base = buf.as_ptr() as usize;
         let parsed = buf
@@ -811,6 +883,7 @@ impl<C: Core> State<C> {
                     return;
                 };
                 let Some(send) = self.sends.get_mut(si as usize) else {
+                    self.media_ring.recycle(bid);
                     return;
                 };
                 send.buf = BufRef::Media(bid);
@@ -837,7 +910,9 @@ impl<C: Core> State<C> {
         let st = &self.stats[self.index];
         match send.buf {
             BufRef::Media(bid) => {
-                self.media_ring.recycle(bid);
+                if !self.media_ring.recycle(bid) {
+                    st.buffer_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 let c = if res < 0 {
                     &st.media_send_errors
                 } else {
@@ -1017,22 +1092,28 @@ impl<C: Core> State<C> {
                 }
             }
         }
-        // Re-arm receives ended by an empty ring once buffers are back.
+        // Re-arm receives ended by an empty ring once buffers are back, oldest first, no more
+        // per ring than it has free buffers: a socket with a backlog takes at least one at
+        // once, and re-arming every starved socket into an empty ring only buys another
+        // ENOBUFS each (the storm that follows a stall).
         self.sip_ring.publish();
         self.media_ring.publish();
-        let mut i = 0;
-        while i < self.rearm.len() {
-            let slot = self.rearm[i];
-            let available = match self.sockets.get(slot as usize).map(|s| s.kind) {
-                Some(SlotKind::Sip(_)) => self.sip_ring.available(),
-                Some(SlotKind::Media(_)) => self.media_ring.available(),
-                None => 1,
+        let mut sip_budget = self.sip_ring.available();
+        let mut media_budget = self.media_ring.available();
+        for _ in 0..self.rearm.len() {
+            let Some(slot) = self.rearm.pop_front() else {
+                break;
             };
-            if available > 0 {
-                self.rearm.swap_remove(i);
+            let budget = match self.sockets.get(slot as usize).map(|s| s.kind) {
+                Some(SlotKind::Sip(_)) => &mut sip_budget,
+                Some(SlotKind::Media(_)) => &mut media_budget,
+                None => continue,
+            };
+            if *budget > 0 {
+                *budget -= 1;
                 self.arm(io, slot);
             } else {
-                i += 1;
+                self.rearm.push_back(slot);
             }
         }
         // Wake the owners we handed datagrams to.
