@@ -46,11 +46,16 @@ const RULES: &[(&str, &str)] = &[
     (r"^(?P<all>\d+)$", "00${all}$$"),
 ];
 
+/// usages, dial plan?, called rules, calling rules, remove_plus_from_uri
+type TrunkSpec = (Vec<usize>, Option<usize>, Vec<usize>, Vec<usize>, bool);
+/// prefix, shape, usages, gateways, priority, suppress_caller_id, alternate_caller_id?
+type RouteSpec = (String, u8, Vec<usize>, Vec<usize>, u32, bool, bool);
+
 #[derive(Debug, Clone)]
 struct Spec {
     usages: usize,
-    trunks: Vec<(Vec<usize>, Option<usize>, Vec<usize>, Vec<usize>, bool)>,
-    routes: Vec<(String, u8, Vec<usize>, Vec<usize>, u32, bool, bool)>,
+    trunks: Vec<TrunkSpec>,
+    routes: Vec<RouteSpec>,
     dial_plan: Vec<usize>,
 }
 
@@ -233,10 +238,12 @@ fn readers_never_see_a_torn_table_during_swaps() {
     let live = LiveTable::new(Arc::clone(&tables[0]));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(20);
+    let progress: Arc<[std::sync::atomic::AtomicUsize; 2]> = Arc::default();
     let readers: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|me| {
             let mut reader = live.reader();
             let stop = Arc::clone(&stop);
+            let progress = Arc::clone(&progress);
             let kind_of = kind_of.clone();
             std::thread::spawn(move || {
                 let mut rr = RoundRobin::new();
@@ -245,7 +252,9 @@ fn readers_never_see_a_torn_table_during_swaps() {
                 while !stop.load(Ordering::Relaxed) && n < 5_000_000 && Instant::now() < deadline {
                     let t = reader.current();
                     let k = kind_of.iter().position(|&g| g == t.generation()).unwrap();
-                    seen.insert(k);
+                    if seen.insert(k) {
+                        progress[me].store(seen.len(), Ordering::Relaxed);
+                    }
                     let src = t.trunk_by_identity("src").unwrap();
                     match t.decide(src, "2065550100", "", &mut rr) {
                         Decision::Route(r) => {
@@ -261,13 +270,11 @@ fn readers_never_see_a_torn_table_during_swaps() {
             })
         })
         .collect();
-    // Swap for a while (readers run meanwhile), thousands of times, bounded by the deadline.
+    // Swap thousands of times, and until every reader has seen several tables (bounded by
+    // the deadline: a reader stuck on one table fails below).
     let mut swaps = 0;
-    let started = Instant::now();
-    while (swaps < 5_000 || started.elapsed() < Duration::from_secs(1))
-        && swaps < 2_000_000
-        && Instant::now() < deadline
-    {
+    let readers_moved = || progress.iter().all(|p| p.load(Ordering::Relaxed) >= 3);
+    while (swaps < 5_000 || !readers_moved()) && Instant::now() < deadline {
         live.publish(Arc::clone(&tables[swaps % KINDS]));
         swaps += 1;
         if swaps % 64 == 0 {

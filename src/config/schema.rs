@@ -465,7 +465,7 @@ impl Walker<'_> {
                 _ => None,
             })
             .collect();
-        elems.sort_by(|a, b| b.1.cmp(&a.1));
+        elems.sort_by_key(|e| std::cmp::Reverse(e.1));
         for (top, i) in elems {
             match root.get_mut(top) {
                 Some(Item::ArrayOfTables(a)) => a.remove(i),

@@ -13,7 +13,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn line(&self, pick: impl Fn(&SourceMap) -> Option<&Elem>, key: &str) -> Option<usize> {
-        self.map.and_then(|m| pick(m)).and_then(|e| e.key_line(key))
+        self.map.and_then(pick).and_then(|e| e.key_line(key))
     }
     fn broken(&self, section: &'static str, id: &str) -> bool {
         self.map

@@ -7,12 +7,8 @@ use super::rng::Rng;
 use super::{MediaError, PortBinder};
 use std::io::ErrorKind;
 
-/// An inclusive port range (this core's slice of `media_ports`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
+/// The configuration's inclusive port range; the relay gets this core's slice of `media_ports`.
+pub use crate::config::PortRange;
 
 /// How many `AddrInUse` pairs one allocation skips before giving up.
 const MAX_BIND_ATTEMPTS: usize = 16;

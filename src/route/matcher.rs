@@ -414,8 +414,7 @@ impl UsageMatcher {
         let bytes = number.as_bytes();
         let mut node = 0usize;
         let mut depth = 0usize;
-        loop {
-            let Some(n) = self.nodes.get(node) else { break };
+        while let Some(n) = self.nodes.get(node) {
             let es = n.entries as usize..(n.entries + n.n_entries) as usize;
             if let Some(entries) = self.entries.get(es) {
                 let rest = number.get(depth..).unwrap_or("");

@@ -659,7 +659,7 @@ impl RouteTable {
                 t.usages.push(ut);
             }
         }
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.candidates = candidates
                 .iter()
                 .map(|c| CandidateTrace {

@@ -16,6 +16,8 @@ pub struct Reference {
     rule_re: HashMap<String, (Regex, String)>,
     plan_re: HashMap<String, Vec<(Regex, String)>>,
     turns: HashMap<usize, u32>,
+    /// Routes of each usage by priority then file order (a sort, not a matcher).
+    by_usage: HashMap<String, Vec<usize>>,
 }
 
 /// A .NET replacement template in the regex crate's syntax (`$1` -> `${1}`, `$&` -> `${0}`).
@@ -78,7 +80,16 @@ impl Reference {
             }
             plan_re.insert(d.identity.clone(), v);
         }
+        let mut by_usage = HashMap::new();
+        for u in &cfg.voice.pstn_usages {
+            let mut routes: Vec<usize> = (0..cfg.voice_route.len())
+                .filter(|&i| cfg.voice_route[i].pstn_usages.contains(u))
+                .collect();
+            routes.sort_by_key(|&i| cfg.voice_route[i].priority);
+            by_usage.insert(u.clone(), routes);
+        }
         Ok(Reference {
+            by_usage,
             cfg,
             route_re,
             rule_re,
@@ -114,6 +125,8 @@ impl Reference {
             }
         };
         let mut candidates: Vec<Candidate> = Vec::new();
+        // Taken out for the loop (it borrows self mutably), put back below.
+        let by_usage = std::mem::take(&mut self.by_usage);
         for usage in &trunk.pstn_usages {
             let uid = cfg
                 .voice
@@ -121,11 +134,7 @@ impl Reference {
                 .iter()
                 .position(|u| u == usage)
                 .unwrap_or(0);
-            let mut routes: Vec<usize> = (0..cfg.voice_route.len())
-                .filter(|&i| cfg.voice_route[i].pstn_usages.contains(usage))
-                .collect();
-            routes.sort_by_key(|&i| cfg.voice_route[i].priority);
-            for i in routes {
+            for &i in by_usage.get(usage).map_or(&[][..], Vec::as_slice) {
                 if !self.route_re[i].is_match(&normalized) {
                     continue;
                 }
@@ -187,6 +196,7 @@ impl Reference {
                 }
             }
         }
+        self.by_usage = by_usage;
         if candidates.is_empty() {
             Decision::NoRoute
         } else {

@@ -6,6 +6,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum HeaderName {
+    /// Any other name (first, so an empty index entry is all zero octets).
+    #[default]
+    Other,
     Via,
     From,
     To,
@@ -53,8 +56,6 @@ pub enum HeaderName {
     Authorization,
     ProxyAuthorization,
     MsDiagnostics,
-    #[default]
-    Other,
 }
 
 impl HeaderName {
@@ -113,7 +114,8 @@ impl HeaderName {
         }
     }
 
-    /// Classifies a header field name, case-insensitively, long or compact form
+    /// Classifies a header field name (token octets, as the parser guarantees),
+    /// case-insensitively, long or compact form
     /// (`i f t v m l c k s e o r u x y`, plus `b` for Referred-By, RFC 3892).
     pub fn parse(name: &[u8]) -> HeaderName {
         use HeaderName::*;
@@ -138,36 +140,65 @@ impl HeaderName {
                 _ => Other,
             };
         }
-        // Candidates are grouped by length so a name costs at most a few comparisons.
-        let candidates: &[HeaderName] = match name.len() {
-            2 => &[To],
-            3 => &[Via],
-            4 => &[From, CSeq, Date, RSeq, RAck],
-            5 => &[Route, Allow, Event],
-            6 => &[Accept, Reason, Server, MinSe],
-            7 => &[Contact, CallId, Require, Subject, Privacy, Warning, Expires],
-            8 => &[ReferTo, Identity],
-            9 => &[Supported, Diversion, Timestamp],
-            10 => &[UserAgent],
-            11 => &[RetryAfter, Unsupported, ReferredBy],
-            12 => &[
-                MaxForwards,
-                ContentType,
-                RecordRoute,
-                AllowEvents,
-                HistoryInfo,
-            ],
-            13 => &[ProxyRequire, Authorization],
-            14 => &[ContentLength, MsDiagnostics],
-            15 => &[SessionExpires],
-            16 => &[ContentEncoding, WwwAuthenticate],
-            18 => &[ProxyAuthenticate],
-            19 => &[ContentDisposition, PAssertedIdentity, ProxyAuthorization],
-            20 => &[PPreferredIdentity],
+        // Candidates are picked by length and lower-cased first octet, so a name costs one
+        // comparison (two for a few pairs).
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        let candidates: &[HeaderName] = match (name.len(), first) {
+            (2, b't') => &[To],
+            (3, b'v') => &[Via],
+            (4, b'c') => &[CSeq],
+            (4, b'd') => &[Date],
+            (4, b'f') => &[From],
+            (4, b'r') => &[RSeq, RAck],
+            (5, b'a') => &[Allow],
+            (5, b'e') => &[Event],
+            (5, b'r') => &[Route],
+            (6, b'a') => &[Accept],
+            (6, b'm') => &[MinSe],
+            (6, b'r') => &[Reason],
+            (6, b's') => &[Server],
+            (7, b'c') => &[CallId, Contact],
+            (7, b'e') => &[Expires],
+            (7, b'p') => &[Privacy],
+            (7, b'r') => &[Require],
+            (7, b's') => &[Subject],
+            (7, b'w') => &[Warning],
+            (8, b'i') => &[Identity],
+            (8, b'r') => &[ReferTo],
+            (9, b'd') => &[Diversion],
+            (9, b's') => &[Supported],
+            (9, b't') => &[Timestamp],
+            (10, b'u') => &[UserAgent],
+            (11, b'r') => &[ReferredBy, RetryAfter],
+            (11, b'u') => &[Unsupported],
+            (12, b'a') => &[AllowEvents],
+            (12, b'c') => &[ContentType],
+            (12, b'h') => &[HistoryInfo],
+            (12, b'm') => &[MaxForwards],
+            (12, b'r') => &[RecordRoute],
+            (13, b'a') => &[Authorization],
+            (13, b'p') => &[ProxyRequire],
+            (14, b'c') => &[ContentLength],
+            (14, b'm') => &[MsDiagnostics],
+            (15, b's') => &[SessionExpires],
+            (16, b'c') => &[ContentEncoding],
+            (16, b'w') => &[WwwAuthenticate],
+            (18, b'p') => &[ProxyAuthenticate],
+            (19, b'c') => &[ContentDisposition],
+            (19, b'p') => &[PAssertedIdentity, ProxyAuthorization],
+            (20, b'p') => &[PPreferredIdentity],
             _ => &[],
         };
         for &c in candidates {
-            if c.as_str().as_bytes().eq_ignore_ascii_case(name) {
+            // Canonical names are letters and '-', and `name` is token octets: OR-ing 0x20
+            // lower-cases exactly the ASCII capitals and maps no other token octet onto a
+            // letter or '-', so this is a case-insensitive comparison.
+            let canon = c.as_str().as_bytes();
+            if canon
+                .iter()
+                .zip(name)
+                .all(|(&a, &b)| (a | 0x20) == (b | 0x20))
+            {
                 return c;
             }
         }

@@ -185,6 +185,8 @@ pub(crate) enum StartLine {
 #[derive(Clone)]
 pub struct Message<'b> {
     pub(crate) buf: &'b [u8],
+    /// Offset of the start line (after CRLFs skipped by `skip_leading_crlf`).
+    pub(crate) begin: u16,
     pub(crate) start: StartLine,
     /// Offset of the first header line (after the start line's line end).
     pub(crate) headers_start: u16,
@@ -390,6 +392,7 @@ impl<'b> Message<'b> {
 
         let mut msg = Message {
             buf,
+            begin: pos as u16,
             start,
             headers_start: headers_start as u16,
             entries: [Entry::default(); MAX_HEADERS],
@@ -412,19 +415,20 @@ impl<'b> Message<'b> {
                 break;
             }
             let line = buf.get(pos..content_end).unwrap_or(&[]);
-            // a continuation line here has no field to continue
-            let colon = match line.first() {
-                Some(b' ' | b'\t') | None => return Err(Error::BadHeader),
-                Some(_) => memchr::memchr(b':', line).ok_or(Error::BadHeader)?,
-            };
-            let mut name_end = colon;
-            while name_end > 0 && line.get(name_end - 1).copied().is_some_and(is_ws) {
-                name_end -= 1;
+            // one forward pass: token octets, optional white space, then the colon (a line
+            // starting with white space here has no field to continue)
+            let name_end = line
+                .iter()
+                .position(|&b| !is_token(b))
+                .unwrap_or(line.len());
+            let mut colon = name_end;
+            while line.get(colon).copied().is_some_and(is_ws) {
+                colon += 1;
             }
-            let raw_name = line.get(..name_end).unwrap_or(&[]);
-            if raw_name.is_empty() || !raw_name.iter().all(|&b| is_token(b)) {
+            if name_end == 0 || line.get(colon) != Some(&b':') {
                 return Err(Error::BadHeader);
             }
+            let raw_name = line.get(..name_end).unwrap_or(&[]);
             // continuation lines (RFC 3261 7.3.1 folding) extend the value
             let mut value_end = content_end;
             let mut line_end = next;
@@ -500,7 +504,7 @@ impl<'b> Message<'b> {
 
     /// The message, from its start line to the end of its body (trailing octets excluded).
     pub fn as_bytes(&self) -> &'b [u8] {
-        self.slice(0..usize::from(self.body.end))
+        self.slice(usize::from(self.begin)..usize::from(self.body.end))
     }
 
     pub fn is_request(&self) -> bool {

@@ -325,7 +325,7 @@ pub fn rewrite_response(
     }
     let body = rw.body.unwrap_or_else(|| msg.body());
     let mut w = Writer::new(out);
-    w.put(msg.slice(0..usize::from(msg.headers_start)));
+    w.put(msg.slice(usize::from(msg.begin)..usize::from(msg.headers_start)));
     let (mut popped, mut has_cl) = (!rw.pop_via, false);
     for e in msg.entries() {
         if rw.strip.contains(&e.name) {

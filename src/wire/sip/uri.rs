@@ -67,12 +67,28 @@ impl<'b> Uri<'b> {
             return Err(Error::BadUri);
         }
         check_escapes(rest)?;
-        let (main, headers) = match memchr::memchr(b'?', rest) {
+        // '@' is allowed nowhere but at the end of the userinfo (RFC 3261 25.1: not in
+        // params, headers or host), while the user part may hold '?', ';', '/' and ':'.
+        let (user, hostpart) = match memchr::memchr(b'@', rest) {
+            Some(at) if scheme != Scheme::Tel => {
+                let userinfo = rest.get(..at).unwrap_or(&[]);
+                let user = match memchr::memchr(b':', userinfo) {
+                    Some(c) => userinfo.get(..c).unwrap_or(&[]),
+                    None => userinfo,
+                };
+                if user.is_empty() {
+                    return Err(Error::BadUri);
+                }
+                (Some(user), rest.get(at + 1..).unwrap_or(&[]))
+            }
+            _ => (None, rest),
+        };
+        let (main, headers) = match memchr::memchr(b'?', hostpart) {
             Some(q) => (
-                rest.get(..q).unwrap_or(&[]),
-                rest.get(q + 1..).unwrap_or(&[]),
+                hostpart.get(..q).unwrap_or(&[]),
+                hostpart.get(q + 1..).unwrap_or(&[]),
             ),
-            None => (rest, &[][..]),
+            None => (hostpart, &[][..]),
         };
         if scheme == Scheme::Tel {
             let semi = memchr::memchr(b';', main).unwrap_or(main.len());
@@ -89,21 +105,7 @@ impl<'b> Uri<'b> {
                 headers,
             });
         }
-        // userinfo ends at the last '@' before any host; a user part may hold ';' and ':'
-        let (user, hostpart) = match memchr::memrchr(b'@', main) {
-            Some(at) => {
-                let userinfo = main.get(..at).unwrap_or(&[]);
-                let user = match memchr::memchr(b':', userinfo) {
-                    Some(c) => userinfo.get(..c).unwrap_or(&[]),
-                    None => userinfo,
-                };
-                if user.is_empty() {
-                    return Err(Error::BadUri);
-                }
-                (Some(user), main.get(at + 1..).unwrap_or(&[]))
-            }
-            None => (None, main),
-        };
+        let hostpart = main;
         let (host, after_host) = if hostpart.first() == Some(&b'[') {
             let close = memchr::memchr(b']', hostpart).ok_or(Error::BadUri)?;
             let h = hostpart.get(1..close).unwrap_or(&[]);
