@@ -111,7 +111,13 @@ impl Relay {
                 ctx.workers as u16,
             );
             Worker::new(
-                Proxy::new(pcfg, reader, relay, ctx.binder, seed.rotate_left(index as u32 + 1)),
+                Proxy::new(
+                    pcfg,
+                    reader,
+                    relay,
+                    ctx.binder,
+                    seed.rotate_left(index as u32 + 1),
+                ),
                 index as u16,
                 live_w.reader(),
                 Arc::clone(&metrics_w),
@@ -255,7 +261,11 @@ pub fn init_logging() {
 fn media_slices(first: u16, last: u16, workers: usize) -> Vec<(u16, u16)> {
     let first = u32::from(first) + u32::from(first) % 2;
     let last = u32::from(last);
-    let pairs = if last > first { (last - first + 1) / 2 } else { 0 };
+    let pairs = if last > first {
+        (last - first).div_ceil(2)
+    } else {
+        0
+    };
     let per = pairs / workers.max(1) as u32;
     (0..workers as u32)
         .map(|i| {
@@ -360,13 +370,21 @@ impl Worker {
             } => {
                 let target = self.trunk_identity(target);
                 tracing::debug!(call, %target, attempt, "call routed");
-                self.calls
-                    .update(self.index, &call_key(self.index, call), "trying", Some(&target));
+                self.calls.update(
+                    self.index,
+                    &call_key(self.index, call),
+                    "trying",
+                    Some(&target),
+                );
             }
             Event::CallAnswered { call, target } => {
                 let target = self.trunk_identity(target);
-                self.calls
-                    .update(self.index, &call_key(self.index, call), "confirmed", Some(&target));
+                self.calls.update(
+                    self.index,
+                    &call_key(self.index, call),
+                    "confirmed",
+                    Some(&target),
+                );
             }
             Event::CallEnded {
                 call,
@@ -420,7 +438,8 @@ impl Worker {
         b.store(Counter::CallsAnswered, s.calls_answered);
         b.store(
             Counter::CallsFailed,
-            s.calls_started.saturating_sub(s.calls_answered + self.proxy.active_calls() as u64),
+            s.calls_started
+                .saturating_sub(s.calls_answered + self.proxy.active_calls() as u64),
         );
         b.store(Counter::Failovers, s.failovers);
         b.store(Counter::Retransmissions, s.retransmissions_sent);

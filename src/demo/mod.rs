@@ -107,7 +107,9 @@ fn demo() -> anyhow::Result<bool> {
         peers.push(Callee::spawn(*addr, Answer::default())?);
         println!("simulated trunk {identity} answering on {addr}");
     }
-    println!();
+    println!(
+        "(each callee rings 20 ms, then answers and echoes RTP; each call sends 25 packets)\n"
+    );
 
     let mut all_ok = true;
     for s in SCENARIOS {
@@ -129,8 +131,8 @@ fn demo() -> anyhow::Result<bool> {
             out.rtp_sent,
         );
     }
-    // Let the last BYE transactions settle before reading the counters.
-    std::thread::sleep(Duration::from_millis(200));
+    // Let the last transactions settle and the workers publish their counters (every 250 ms).
+    std::thread::sleep(Duration::from_millis(600));
     let m = relay.metrics();
     use crate::control::metrics::Counter;
     println!(

@@ -594,7 +594,7 @@ impl Caller {
                 continue;
             }
             outcome.status = code;
-            outcome.setup = now - started;
+            outcome.setup = started.elapsed();
             break buf[..n].to_vec();
         };
         let msg = Message::parse(&answer).map_err(|_| io::Error::other("unparseable final"))?;
