@@ -460,6 +460,10 @@ pub struct CallOutcome {
     pub ended_cleanly: bool,
     /// The callee ended the call.
     pub ended_by_callee: bool,
+    /// Where the answer told us to send RTP (the relay's caller-facing port when anchored).
+    pub relay_media: Option<SocketAddr>,
+    /// Packets sent from the intruder address (see [`Dial::inject_from`]).
+    pub rtp_injected: u64,
 }
 
 /// What a caller does once the call is answered.
@@ -474,6 +478,9 @@ pub struct Dial {
     pub wait_for_bye: Option<Duration>,
     /// Send CANCEL this long after the first provisional response.
     pub cancel_after: Option<Duration>,
+    /// While the call's media flows, also send an RTP packet to the relay's media port from
+    /// this address for each one of ours: an injection attempt the relay must drop.
+    pub inject_from: Option<IpAddr>,
 }
 
 impl Dial {
@@ -484,6 +491,7 @@ impl Dial {
             hold: Duration::ZERO,
             wait_for_bye: None,
             cancel_after: None,
+            inject_from: None,
         }
     }
 }
@@ -650,6 +658,11 @@ impl Caller {
 
         // Media: 20 ms RTP packets to the answer's address, counting what comes back.
         if let Some(dst) = media {
+            outcome.relay_media = Some(dst);
+            let intruder = match dial.inject_from {
+                Some(ip) => Some(UdpSocket::bind(SocketAddr::new(ip, 0))?),
+                None => None,
+            };
             let mut pkt = [0u8; 172];
             pkt[0] = 0x80;
             pkt[1] = 8;
@@ -659,6 +672,10 @@ impl Caller {
                 pkt[4..8].copy_from_slice(&(i * 160).to_be_bytes());
                 self.rtp.send_to(&pkt, dst)?;
                 outcome.rtp_sent += 1;
+                if let Some(intruder) = &intruder {
+                    intruder.send_to(&pkt, dst)?;
+                    outcome.rtp_injected += 1;
+                }
                 let slot = Instant::now() + Duration::from_millis(20);
                 while Instant::now() < slot {
                     if let Ok((_, _)) = self.rtp.recv_from(&mut buf) {
