@@ -347,6 +347,13 @@ impl<B: PortBinder> Proxy<B> {
             };
             let ck = self.calls.insert(call);
             self.call_ids.insert(call_id.into(), ck);
+            self.stats.calls_started += 1;
+            self.events.push_back(Event::CallStarted {
+                call: id,
+                source: trunk,
+                called: normalized,
+                calling,
+            });
             if let Some(s) = session {
                 self.sessions.insert(s, ck);
                 if is_sdp(msg) {
@@ -358,13 +365,6 @@ impl<B: PortBinder> Proxy<B> {
                     }
                 }
             }
-            self.stats.calls_started += 1;
-            self.events.push_back(Event::CallStarted {
-                call: id,
-                source: trunk,
-                called: normalized,
-                calling,
-            });
             Some(ck)
         } else {
             None
