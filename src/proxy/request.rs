@@ -143,6 +143,19 @@ impl<B: PortBinder> Proxy<B> {
         reason: &str,
         extra: &[(&str, &[u8])],
     ) {
+        self.respond_ctx_to(now, key, None, code, reason, extra);
+    }
+
+    /// Same, with the request already parsed (`req` is the server transaction's request).
+    fn respond_ctx_to(
+        &mut self,
+        now: Instant,
+        key: Key,
+        req: Option<&Message<'_>>,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
         let t = self.cfg.timers;
         let Some(s) = self
             .ctxs
@@ -154,11 +167,19 @@ impl<B: PortBinder> Proxy<B> {
         if s.txn.has_final() && code >= 200 {
             return;
         }
-        let Ok(req) = Message::parse(&s.request) else {
-            return;
+        let parsed;
+        let req = match req {
+            Some(r) => r,
+            None => match Message::parse(&s.request) {
+                Ok(r) => {
+                    parsed = r;
+                    &parsed
+                }
+                Err(_) => return,
+            },
         };
         let to_tag = (code > 100).then_some(&s.to_tag[..]);
-        let n = match build_response(&req, code, reason, to_tag, extra, &mut self.scratch) {
+        let n = match build_response(req, code, reason, to_tag, extra, &mut self.scratch) {
             Ok(n) => n,
             Err(_) => {
                 self.stats.drop_unwritable += 1;
@@ -403,15 +424,20 @@ impl<B: PortBinder> Proxy<B> {
         debug_assert_eq!(key, ctx_key);
         self.server_keys.insert(server_key_bytes, key);
         if invite {
-            self.respond_ctx(now, key, 100, "Trying", &[]);
+            self.respond_ctx_to(now, key, Some(msg), 100, "Trying", &[]);
         }
-        self.next_branch(now, key);
+        self.next_branch_with(now, key, Some(msg));
         self.settle_ctx(now, key);
     }
 
     /// Sends the request to the next candidate not tried and not marked down; with none
     /// left, answers the best response (RFC 3261 16.7).
     pub(crate) fn next_branch(&mut self, now: Instant, key: Key) {
+        self.next_branch_with(now, key, None);
+    }
+
+    /// Same, with the server transaction's request already parsed.
+    fn next_branch_with(&mut self, now: Instant, key: Key, req: Option<&Message<'_>>) {
         for _ in 0..64 {
             let picked = {
                 let Some(ctx) = self.ctxs.get_mut(key.0, key.1) else {
@@ -435,14 +461,20 @@ impl<B: PortBinder> Proxy<B> {
             let Some(cand) = picked else {
                 return self.finish_failed(now, key);
             };
-            if self.send_branch(now, key, &cand) {
+            if self.send_branch(now, key, &cand, req) {
                 return;
             }
         }
         self.finish_failed(now, key);
     }
 
-    fn send_branch(&mut self, now: Instant, key: Key, cand: &Candidate) -> bool {
+    fn send_branch(
+        &mut self,
+        now: Instant,
+        key: Key,
+        cand: &Candidate,
+        req: Option<&Message<'_>>,
+    ) -> bool {
         let t = self.cfg.timers;
         let Some(ctx) = self.ctxs.get_mut(key.0, key.1) else {
             return false;
@@ -455,12 +487,25 @@ impl<B: PortBinder> Proxy<B> {
         let attempt = routing.attempts;
         let source_id = routing.source;
         let table = routing.table.clone();
-        let request = server.request.clone();
+        // Re-parse the stored request only when it was not handed in (a failover).
+        let request = if req.is_some() {
+            Vec::new()
+        } else {
+            server.request.clone()
+        };
         let server_src = server.src;
         let call = ctx.call;
         let index = ctx.branches.len();
-        let Ok(msg) = Message::parse(&request) else {
-            return false;
+        let parsed;
+        let msg = match req {
+            Some(m) => m,
+            None => match Message::parse(&request) {
+                Ok(m) => {
+                    parsed = m;
+                    &parsed
+                }
+                Err(_) => return false,
+            },
         };
         let invite = msg.method() == Some(Method::Invite);
         let target = table.trunk(cand.trunk);
@@ -480,7 +525,7 @@ impl<B: PortBinder> Proxy<B> {
             if index > 0 {
                 self.reset_callee_media(now, ck);
             }
-            if is_sdp(&msg) {
+            if is_sdp(msg) {
                 match self.rewrite_sdp(ck, Leg::Callee, msg.body()) {
                     Ok(b) => body = b,
                     Err(_) => {
@@ -536,7 +581,7 @@ impl<B: PortBinder> Proxy<B> {
             },
             body: body.map(|n| &self.sdp_buf[..n]),
         };
-        let n = match rewrite_request(&msg, &rw, &mut self.scratch) {
+        let n = match rewrite_request(msg, &rw, &mut self.scratch) {
             Ok(n) => n,
             Err(_) => {
                 self.stats.drop_unwritable += 1;
@@ -900,7 +945,7 @@ impl<B: PortBinder> Proxy<B> {
         debug_assert_eq!(key, ctx_key);
         self.server_keys.insert(server_key_bytes, key);
         if invite {
-            self.respond_ctx(now, key, 100, "Trying", &[]);
+            self.respond_ctx_to(now, key, Some(msg), 100, "Trying", &[]);
         }
         if method == Method::Bye {
             let reason = match leg {
