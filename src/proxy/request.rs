@@ -297,13 +297,15 @@ impl<B: PortBinder> Proxy<B> {
         let source = table.trunk(trunk);
         // Media: one session for the whole call, kept across failover.
         let mut session = None;
-        let sdp_streams = if is_sdp(msg) {
-            match Sdp::parse(msg.body()) {
-                Ok(s) => Some(s.media_count()),
-                Err(_) => None,
-            }
+        let offer = if is_sdp(msg) {
+            Some(Sdp::parse(msg.body()))
         } else {
-            Some(0)
+            None
+        };
+        let sdp_streams = match &offer {
+            Some(Ok(s)) => Some(s.media_count()),
+            Some(Err(_)) => None,
+            None => Some(0),
         };
         if invite {
             let all_bypass = source.enable_bypass
@@ -377,9 +379,9 @@ impl<B: PortBinder> Proxy<B> {
             });
             if let Some(s) = session {
                 self.sessions.insert(s, ck);
-                if is_sdp(msg) {
+                if let Some(Ok(sdp)) = &offer {
                     // The offer tells where the caller receives.
-                    if self.learn_sdp(now, ck, Leg::Caller, msg.body()).is_err() {
+                    if self.learn_sdp(now, ck, Leg::Caller, sdp).is_err() {
                         self.stats.rejected_bad_sdp += 1;
                         self.end_call(now, ck, EndReason::Failed, 488);
                         return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
@@ -525,8 +527,13 @@ impl<B: PortBinder> Proxy<B> {
             if index > 0 {
                 self.reset_callee_media(now, ck);
             }
-            if is_sdp(msg) {
-                match self.rewrite_sdp(ck, Leg::Callee, msg.body()) {
+            let streams = if is_sdp(msg) {
+                Sdp::parse(msg.body()).map(|s| s.media_count()).ok()
+            } else {
+                None
+            };
+            if let Some(streams) = streams {
+                match self.rewrite_sdp(ck, Leg::Callee, msg.body(), streams) {
                     Ok(b) => body = b,
                     Err(_) => {
                         self.stats.drop_unwritable += 1;
