@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use intertrunk::config::{Config, DEFAULT_CONFIG};
 use intertrunk::media::{PortBinder, PortRange, Relay, RelayConfig};
 use intertrunk::proxy::{Proxy, ProxyConfig};
@@ -189,4 +189,21 @@ fn calls(c: &mut Criterion) {
 }
 
 criterion_group!(benches, calls);
-criterion_main!(benches);
+
+/// `PROXY_CALLS=N` runs N calls without criterion (for `valgrind --tool=callgrind`).
+fn main() {
+    if let Some(n) = std::env::var("PROXY_CALLS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let mut b = Bench::new();
+        let mut total = Duration::ZERO;
+        for _ in 0..n.max(1) {
+            total += b.call();
+        }
+        println!("{n} calls: {:?} per call in the proxy", total / n.max(1));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -33,10 +33,12 @@ impl<B: PortBinder> Proxy<B> {
         from: Leg,
         body: &[u8],
     ) -> Result<Option<usize>, AnchorError> {
-        if !self.learn_sdp(now, ck, from, body)? {
+        // One parse serves both the learning and the port count of the rewrite.
+        let sdp = Sdp::parse(body).map_err(|_| AnchorError::BadSdp)?;
+        if !self.learn_sdp(now, ck, from, &sdp)? {
             return Ok(None);
         }
-        self.rewrite_sdp(ck, other(from), body)
+        self.rewrite_sdp(ck, other(from), body, sdp.media_count())
     }
 
     /// Sets `leg`'s remote media addresses from its SDP; false when the call is bypassed.
@@ -45,7 +47,7 @@ impl<B: PortBinder> Proxy<B> {
         now: Instant,
         ck: Key,
         leg: Leg,
-        body: &[u8],
+        sdp: &Sdp<'_>,
     ) -> Result<bool, AnchorError> {
         let Some(call) = self.calls.get_mut(ck.0, ck.1) else {
             return Ok(false);
@@ -53,7 +55,6 @@ impl<B: PortBinder> Proxy<B> {
         if call.bypass {
             return Ok(false);
         }
-        let sdp = Sdp::parse(body).map_err(|_| AnchorError::BadSdp)?;
         let n = sdp.media_count();
         let s = match call.session {
             Some(s) => s,
@@ -96,12 +97,14 @@ impl<B: PortBinder> Proxy<B> {
         Ok(true)
     }
 
-    /// Rewrites an SDP body for `toward` (ports where that leg must send) into `sdp_buf`.
+    /// Rewrites an SDP body with `streams` m= lines for `toward` (ports where that leg must
+    /// send) into `sdp_buf`.
     pub(crate) fn rewrite_sdp(
         &mut self,
         ck: Key,
         toward: Leg,
         body: &[u8],
+        streams: usize,
     ) -> Result<Option<usize>, AnchorError> {
         let Some(call) = self.calls.get(ck.0, ck.1) else {
             return Ok(None);
@@ -109,8 +112,7 @@ impl<B: PortBinder> Proxy<B> {
         let Some(s) = call.session.filter(|_| !call.bypass) else {
             return Ok(None);
         };
-        let parsed = Sdp::parse(body).map_err(|_| AnchorError::BadSdp)?;
-        let ports: SmallVec<[u16; 8]> = (0..parsed.media_count())
+        let ports: SmallVec<[u16; 8]> = (0..streams)
             .map(|i| self.relay.local_port(s, toward, i).unwrap_or(0))
             .collect();
         let address = call.table.config().server.media_address;

@@ -111,15 +111,34 @@ pub fn new_tag(rng: &mut Rng) -> [u8; 16] {
     t
 }
 
-/// A Call-ID for requests we originate (OPTIONS probes): random hex `@` our host.
-pub fn new_call_id(rng: &mut Rng, host: &str) -> String {
-    let mut t = [0u8; 24];
-    put_hex(&mut t[..16], rng.next_u64());
-    put_hex(&mut t[16..], rng.next_u64());
+/// FNV-1a over a Call-ID: the owner core of a dialog is `hash % cores`. It must agree with
+/// the driver's dispatch (`driver::call_id_hash`), which hands every datagram to that core.
+pub fn call_id_hash(call_id: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in call_id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A Call-ID for requests we originate (OPTIONS probes): random hex `@` our host, drawn so
+/// that it hashes to this core (its responses are dispatched by Call-ID).
+pub fn new_call_id(rng: &mut Rng, host: &str, core: u16, cores: u16) -> String {
     let mut s = String::with_capacity(25 + host.len());
-    s.push_str(std::str::from_utf8(&t).unwrap_or("0"));
-    s.push('@');
-    s.push_str(host);
+    // Each draw lands on this core with probability 1/cores: bounded retries, then any.
+    for _ in 0..64 * u32::from(cores.max(1)) {
+        let mut t = [0u8; 24];
+        put_hex(&mut t[..16], rng.next_u64());
+        put_hex(&mut t[16..], rng.next_u64());
+        s.clear();
+        s.push_str(std::str::from_utf8(&t).unwrap_or("0"));
+        s.push('@');
+        s.push_str(host);
+        if cores <= 1 || call_id_hash(s.as_bytes()) % u64::from(cores) == u64::from(core) {
+            break;
+        }
+    }
     s
 }
 
@@ -160,8 +179,15 @@ mod tests {
     fn tags_and_call_ids() {
         let mut rng = Rng::new(9);
         assert_ne!(new_tag(&mut rng), new_tag(&mut rng));
-        let c = new_call_id(&mut rng, "127.0.0.1");
+        let c = new_call_id(&mut rng, "127.0.0.1", 0, 1);
         assert!(c.ends_with("@127.0.0.1"));
         assert_eq!(c.len(), 24 + 1 + 9);
+        for core in 0..4u16 {
+            let c = new_call_id(&mut rng, "127.0.0.1", core, 4);
+            assert_eq!(
+                crate::driver::call_id_hash(c.as_bytes()) % 4,
+                u64::from(core)
+            );
+        }
     }
 }

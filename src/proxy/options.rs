@@ -123,7 +123,7 @@ impl<B: PortBinder> Proxy<B> {
     fn send_probe(&mut self, now: Instant, i: u32, addr: SocketAddr) {
         let ctx = self.ctxs.next_key();
         let branch = self.new_branch(ctx, 0);
-        let call_id = new_call_id(&mut self.rng, &self.via_host);
+        let call_id = new_call_id(&mut self.rng, &self.via_host, self.cfg.core, self.cfg.cores);
         let tag = new_tag(&mut self.rng);
         let mut req = Vec::with_capacity(400);
         let host = &self.via_host;

@@ -143,6 +143,19 @@ impl<B: PortBinder> Proxy<B> {
         reason: &str,
         extra: &[(&str, &[u8])],
     ) {
+        self.respond_ctx_to(now, key, None, code, reason, extra);
+    }
+
+    /// Same, with the request already parsed (`req` is the server transaction's request).
+    fn respond_ctx_to(
+        &mut self,
+        now: Instant,
+        key: Key,
+        req: Option<&Message<'_>>,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
         let t = self.cfg.timers;
         let Some(s) = self
             .ctxs
@@ -154,11 +167,19 @@ impl<B: PortBinder> Proxy<B> {
         if s.txn.has_final() && code >= 200 {
             return;
         }
-        let Ok(req) = Message::parse(&s.request) else {
-            return;
+        let parsed;
+        let req = match req {
+            Some(r) => r,
+            None => match Message::parse(&s.request) {
+                Ok(r) => {
+                    parsed = r;
+                    &parsed
+                }
+                Err(_) => return,
+            },
         };
         let to_tag = (code > 100).then_some(&s.to_tag[..]);
-        let n = match build_response(&req, code, reason, to_tag, extra, &mut self.scratch) {
+        let n = match build_response(req, code, reason, to_tag, extra, &mut self.scratch) {
             Ok(n) => n,
             Err(_) => {
                 self.stats.drop_unwritable += 1;
@@ -276,13 +297,15 @@ impl<B: PortBinder> Proxy<B> {
         let source = table.trunk(trunk);
         // Media: one session for the whole call, kept across failover.
         let mut session = None;
-        let sdp_streams = if is_sdp(msg) {
-            match Sdp::parse(msg.body()) {
-                Ok(s) => Some(s.media_count()),
-                Err(_) => None,
-            }
+        let offer = if is_sdp(msg) {
+            Some(Sdp::parse(msg.body()))
         } else {
-            Some(0)
+            None
+        };
+        let sdp_streams = match &offer {
+            Some(Ok(s)) => Some(s.media_count()),
+            Some(Err(_)) => None,
+            None => Some(0),
         };
         if invite {
             let all_bypass = source.enable_bypass
@@ -347,17 +370,6 @@ impl<B: PortBinder> Proxy<B> {
             };
             let ck = self.calls.insert(call);
             self.call_ids.insert(call_id.into(), ck);
-            if let Some(s) = session {
-                self.sessions.insert(s, ck);
-                if is_sdp(msg) {
-                    // The offer tells where the caller receives.
-                    if self.learn_sdp(now, ck, Leg::Caller, msg.body()).is_err() {
-                        self.stats.rejected_bad_sdp += 1;
-                        self.end_call(now, ck, EndReason::Failed, 488);
-                        return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
-                    }
-                }
-            }
             self.stats.calls_started += 1;
             self.events.push_back(Event::CallStarted {
                 call: id,
@@ -365,6 +377,17 @@ impl<B: PortBinder> Proxy<B> {
                 called: normalized,
                 calling,
             });
+            if let Some(s) = session {
+                self.sessions.insert(s, ck);
+                if let Some(Ok(sdp)) = &offer {
+                    // The offer tells where the caller receives.
+                    if self.learn_sdp(now, ck, Leg::Caller, sdp).is_err() {
+                        self.stats.rejected_bad_sdp += 1;
+                        self.end_call(now, ck, EndReason::Failed, 488);
+                        return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
+                    }
+                }
+            }
             Some(ck)
         } else {
             None
@@ -403,15 +426,20 @@ impl<B: PortBinder> Proxy<B> {
         debug_assert_eq!(key, ctx_key);
         self.server_keys.insert(server_key_bytes, key);
         if invite {
-            self.respond_ctx(now, key, 100, "Trying", &[]);
+            self.respond_ctx_to(now, key, Some(msg), 100, "Trying", &[]);
         }
-        self.next_branch(now, key);
+        self.next_branch_with(now, key, Some(msg));
         self.settle_ctx(now, key);
     }
 
     /// Sends the request to the next candidate not tried and not marked down; with none
     /// left, answers the best response (RFC 3261 16.7).
     pub(crate) fn next_branch(&mut self, now: Instant, key: Key) {
+        self.next_branch_with(now, key, None);
+    }
+
+    /// Same, with the server transaction's request already parsed.
+    fn next_branch_with(&mut self, now: Instant, key: Key, req: Option<&Message<'_>>) {
         for _ in 0..64 {
             let picked = {
                 let Some(ctx) = self.ctxs.get_mut(key.0, key.1) else {
@@ -435,14 +463,20 @@ impl<B: PortBinder> Proxy<B> {
             let Some(cand) = picked else {
                 return self.finish_failed(now, key);
             };
-            if self.send_branch(now, key, &cand) {
+            if self.send_branch(now, key, &cand, req) {
                 return;
             }
         }
         self.finish_failed(now, key);
     }
 
-    fn send_branch(&mut self, now: Instant, key: Key, cand: &Candidate) -> bool {
+    fn send_branch(
+        &mut self,
+        now: Instant,
+        key: Key,
+        cand: &Candidate,
+        req: Option<&Message<'_>>,
+    ) -> bool {
         let t = self.cfg.timers;
         let Some(ctx) = self.ctxs.get_mut(key.0, key.1) else {
             return false;
@@ -455,12 +489,25 @@ impl<B: PortBinder> Proxy<B> {
         let attempt = routing.attempts;
         let source_id = routing.source;
         let table = routing.table.clone();
-        let request = server.request.clone();
+        // Re-parse the stored request only when it was not handed in (a failover).
+        let request = if req.is_some() {
+            Vec::new()
+        } else {
+            server.request.clone()
+        };
         let server_src = server.src;
         let call = ctx.call;
         let index = ctx.branches.len();
-        let Ok(msg) = Message::parse(&request) else {
-            return false;
+        let parsed;
+        let msg = match req {
+            Some(m) => m,
+            None => match Message::parse(&request) {
+                Ok(m) => {
+                    parsed = m;
+                    &parsed
+                }
+                Err(_) => return false,
+            },
         };
         let invite = msg.method() == Some(Method::Invite);
         let target = table.trunk(cand.trunk);
@@ -480,8 +527,13 @@ impl<B: PortBinder> Proxy<B> {
             if index > 0 {
                 self.reset_callee_media(now, ck);
             }
-            if is_sdp(&msg) {
-                match self.rewrite_sdp(ck, Leg::Callee, msg.body()) {
+            let streams = if is_sdp(msg) {
+                Sdp::parse(msg.body()).map(|s| s.media_count()).ok()
+            } else {
+                None
+            };
+            if let Some(streams) = streams {
+                match self.rewrite_sdp(ck, Leg::Callee, msg.body(), streams) {
                     Ok(b) => body = b,
                     Err(_) => {
                         self.stats.drop_unwritable += 1;
@@ -536,7 +588,7 @@ impl<B: PortBinder> Proxy<B> {
             },
             body: body.map(|n| &self.sdp_buf[..n]),
         };
-        let n = match rewrite_request(&msg, &rw, &mut self.scratch) {
+        let n = match rewrite_request(msg, &rw, &mut self.scratch) {
             Ok(n) => n,
             Err(_) => {
                 self.stats.drop_unwritable += 1;
@@ -900,7 +952,7 @@ impl<B: PortBinder> Proxy<B> {
         debug_assert_eq!(key, ctx_key);
         self.server_keys.insert(server_key_bytes, key);
         if invite {
-            self.respond_ctx(now, key, 100, "Trying", &[]);
+            self.respond_ctx_to(now, key, Some(msg), 100, "Trying", &[]);
         }
         if method == Method::Bye {
             let reason = match leg {

@@ -1762,3 +1762,15 @@ fn in_dialog_requests_only_from_the_legs() {
     sim.expect_status(PBX1, 200);
     sim.assert_clean();
 }
+
+#[test]
+fn unreadable_sdp_offer_is_488_without_leak() {
+    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let mut a = Ua::caller(PBX1, "+12065550100", "badsdp@pbx1");
+    let (inv, _) = a.invite(Some("this is not sdp\r\n"));
+    sim.send(PBX1, &inv);
+    sim.expect_status(PBX1, 488);
+    sim.quiet(PBX2);
+    assert_eq!(sim.proxy.stats().rejected_bad_sdp, 1);
+    sim.assert_clean();
+}
