@@ -111,6 +111,15 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Every final answer is sent and no branch waits for one: what is left only absorbs
+    /// retransmissions (Timers D, J, K, L), which a draining core need not wait for.
+    pub fn is_settled(&self) -> bool {
+        self.server
+            .as_ref()
+            .is_none_or(|s| !matches!(s.txn.state, ServerState::Trying | ServerState::Proceeding))
+            && self.branches.iter().all(|b| !b.txn.is_pending())
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         let server = self.server.as_ref().and_then(|s| s.txn.next_deadline());
         let branches = self.branches.iter().flat_map(|b| {

@@ -263,13 +263,14 @@ impl<B: PortBinder> Proxy<B> {
         self.calls.len()
     }
 
-    /// Nothing in progress but keep-alive probes: a draining core may stop.
+    /// No call, and no transaction but keep-alive probes and settled ones (only absorbing
+    /// retransmissions): a draining core may stop.
     pub fn is_idle(&self) -> bool {
         self.calls.len() == 0
             && self
                 .ctxs
                 .iter()
-                .all(|(_, _, c)| matches!(c.kind, CtxKind::Probe(..)))
+                .all(|(_, _, c)| matches!(c.kind, CtxKind::Probe(..)) || c.is_settled())
     }
 
     /// Transaction contexts alive (server transactions with their branches, our own requests).
