@@ -22,6 +22,7 @@ pub mod demo;
 pub mod driver;
 pub mod media;
 pub mod proxy;
+pub mod rng;
 pub mod route;
 pub mod service;
 pub mod wire;

@@ -10,7 +10,6 @@
 
 mod ports;
 mod relay;
-mod rng;
 mod session;
 mod stats;
 mod stream;

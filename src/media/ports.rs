@@ -3,8 +3,8 @@
 //! Pairs are taken uniformly at random from the free set (never sequentially, so a peer cannot
 //! guess the next call's ports), in O(1) with a swap-remove free list.
 
-use super::rng::Rng;
 use super::{MediaError, PortBinder};
+use crate::rng::Rng;
 use std::io::ErrorKind;
 
 /// The configuration's inclusive port range; the relay gets this core's slice of `media_ports`.
@@ -80,7 +80,7 @@ impl PortPool {
             if self.busy.len() >= MAX_BIND_ATTEMPTS {
                 break Err(MediaError::Bind(ErrorKind::AddrInUse));
             }
-            let i = rng.below(self.free.len());
+            let i = rng.below(self.free.len() as u64) as usize;
             let pair = self.free.swap_remove(i);
             match binder.bind_pair(self.rtp_port(pair)) {
                 Ok(()) => break Ok(pair),

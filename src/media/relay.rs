@@ -1,12 +1,12 @@
 //! The [`Relay`]: sessions, the port -> stream table, forwarding decisions and timeouts.
 
 use super::ports::{PortPool, PortRange};
-use super::rng::Rng;
 use super::session::{Session, SessionId, Slot, MAX_SESSIONS};
 use super::stats::{SessionStats, StreamStats};
 use super::stream::{LegState, Stream};
 use super::timers::Timers;
 use super::{DropReason, Forward, Leg, MediaError, MediaEvent, PortBinder};
+use crate::rng::Rng;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};

@@ -7,7 +7,7 @@
 //! response miss). Any core can read the owner core without state, so a response that lands
 //! on the wrong core is handed to its owner.
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// RFC 3261 magic cookie plus our own mark: a Via carrying it was written by this relay.
 pub const OUR_PREFIX: &[u8] = b"z9hG4bKit";

@@ -23,7 +23,6 @@ mod options;
 mod proxy;
 mod request;
 mod response;
-mod rng;
 mod slab;
 pub mod timers;
 pub mod transaction;
@@ -33,7 +32,6 @@ pub use config::{ProxyConfig, TimerValues};
 pub use event::{EndReason, Event};
 pub use limits::ProxyStats;
 pub use proxy::{Proxy, Transmit};
-pub use rng::Rng;
 
 #[cfg(test)]
 mod tests;

@@ -12,11 +12,11 @@ use super::dialog::{build_in_dialog, Call, InDialog};
 use super::event::{EndReason, Event};
 use super::limits::ProxyStats;
 use super::options::Probes;
-use super::rng::Rng;
 use super::slab::Slab;
 use super::timers::{take_wake, Entity, TimerQueue};
 use super::transaction::{ClientTimer, ClientTxn, ServerTimer};
 use crate::media::{Forward, Leg, MediaEvent, PortBinder, Relay, SessionId};
+use crate::rng::Rng;
 use crate::route::{RoundRobin, TableReader};
 
 /// A datagram to send: `len` bytes were written at the start of the caller's buffer.

@@ -1,8 +1,9 @@
-//! A small seeded PRNG (wyrand) for branches, tags and Call-IDs.
+//! A small seeded PRNG (wyrand) for the sans-IO cores: SIP branches, tags and Call-IDs in
+//! `proxy`, random port pairs in `media`.
 //!
-//! The core never reads a clock or an OS RNG: the driver hands in a seed, so a simulated run
-//! replays exactly. Identifiers need uniqueness and unguessability by an off-path peer, not
-//! cryptographic strength.
+//! The cores never read a clock or an OS RNG: the driver hands in a seed, so a simulated run
+//! replays exactly. Identifiers and ports need to be unguessable by an off-path peer and cost
+//! nothing, not cryptographic strength.
 
 /// wyrand: 64-bit state, one multiply per output, passes BigCrush.
 #[derive(Debug, Clone)]
@@ -58,5 +59,16 @@ mod tests {
             seen[v] = true;
         }
         assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn below_spreads_evenly_and_zero_gives_zero() {
+        let mut r = Rng::new(7);
+        let mut hits = [0u32; 10];
+        for _ in 0..10_000 {
+            hits[r.below(10) as usize] += 1;
+        }
+        assert!(hits.iter().all(|&h| (800..1200).contains(&h)), "{hits:?}");
+        assert_eq!(r.below(0), 0);
     }
 }
