@@ -125,6 +125,7 @@ impl Relay {
             )
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+        register_runtime_metrics(&metrics, workers.stats().clone());
         let pre = workers.preflight();
         tracing::info!(
             workers = workers.worker_addresses().len(),
@@ -245,6 +246,82 @@ pub fn run(config_path: Option<PathBuf>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The io_uring runtime's own counters in `/metrics`, summed over workers at scrape time.
+fn register_runtime_metrics(metrics: &Metrics, stats: driver::Stats) {
+    use crate::control::metrics::write_metric;
+    use crate::driver::WorkerStats;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    type Field = fn(&WorkerStats) -> &AtomicU64;
+    const FAMILIES: &[(&str, &str, &str, Field)] = &[
+        (
+            "intertrunk_driver_enobufs_rearms_total",
+            "Multishot receives ended by an empty buffer ring and re-armed",
+            "counter",
+            |w| &w.enobufs_rearms,
+        ),
+        (
+            "intertrunk_driver_truncated_total",
+            "Datagrams larger than a receive buffer (dropped)",
+            "counter",
+            |w| &w.truncated,
+        ),
+        (
+            "intertrunk_driver_handoff_full_total",
+            "SIP datagrams dropped because the owning worker's queue was full",
+            "counter",
+            |w| &w.handoff_full,
+        ),
+        (
+            "intertrunk_driver_sip_send_errors_total",
+            "SIP sends that failed",
+            "counter",
+            |w| &w.sip_send_errors,
+        ),
+        (
+            "intertrunk_driver_media_send_errors_total",
+            "Media sends that failed",
+            "counter",
+            |w| &w.media_send_errors,
+        ),
+        (
+            "intertrunk_driver_media_received_total",
+            "Media datagrams received by the runtime",
+            "counter",
+            |w| &w.media_received,
+        ),
+        (
+            "intertrunk_driver_buffer_errors_total",
+            "Provided buffers returned twice or unknown (must stay 0)",
+            "counter",
+            |w| &w.buffer_errors,
+        ),
+        (
+            "intertrunk_driver_cq_overflows_total",
+            "Completion queue overflows seen",
+            "counter",
+            |w| &w.cq_overflows,
+        ),
+        (
+            "intertrunk_driver_media_buffers_out",
+            "Media receive buffers not yet returned to the ring",
+            "gauge",
+            |w| &w.media_buffers_out,
+        ),
+        (
+            "intertrunk_driver_media_sockets",
+            "Media sockets open",
+            "gauge",
+            |w| &w.media_sockets,
+        ),
+    ];
+    metrics.add_source(move |out| {
+        for (name, help, kind, field) in FAMILIES {
+            let sum: u64 = stats.iter().map(|w| field(w).load(Relaxed)).sum();
+            write_metric(out, name, help, kind, sum);
+        }
+    });
 }
 
 /// Logs to stderr (systemd's journal takes it from there); `RUST_LOG` filters.
@@ -452,6 +529,13 @@ impl Worker {
                 + m.dropped_no_destination
                 + m.dropped_malformed,
         );
+        b.store(Counter::RtpDroppedUnknownPort, m.dropped_unknown_port);
+        b.store(
+            Counter::RtpDroppedUnexpectedSource,
+            m.dropped_unexpected_source,
+        );
+        b.store(Counter::RtpDroppedNoDestination, m.dropped_no_destination);
+        b.store(Counter::RtpDroppedMalformed, m.dropped_malformed);
         b.store(Counter::MediaTimeouts, m.timeouts);
         b.set(Gauge::ActiveCalls, self.proxy.active_calls() as i64);
         b.set(Gauge::MediaSessions, m.sessions_active as i64);

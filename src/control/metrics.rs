@@ -54,6 +54,10 @@ metric_enum! {
         RtpPacketsRelayed => ("intertrunk_rtp_packets_relayed_total", "RTP/RTCP packets relayed"),
         RtpBytesRelayed => ("intertrunk_rtp_bytes_relayed_total", "RTP/RTCP bytes relayed"),
         RtpPacketsDropped => ("intertrunk_rtp_packets_dropped_total", "RTP/RTCP packets dropped (unknown port, wrong source after latching, malformed)"),
+        RtpDroppedUnknownPort => ("intertrunk_rtp_dropped_unknown_port_total", "Media datagrams dropped: no call owns the port they arrived on"),
+        RtpDroppedUnexpectedSource => ("intertrunk_rtp_dropped_unexpected_source_total", "Media datagrams dropped: sent from an address other than the leg's SDP or latched one"),
+        RtpDroppedNoDestination => ("intertrunk_rtp_dropped_no_destination_total", "Media datagrams dropped: the other leg has no media address yet (no answer, or on hold)"),
+        RtpDroppedMalformed => ("intertrunk_rtp_dropped_malformed_total", "Media datagrams dropped: not RTP/RTCP version 2"),
         MediaTimeouts => ("intertrunk_media_timeouts_total", "Calls ended because no RTP/RTCP arrived for media_timeout_s"),
     }
 }
@@ -133,6 +137,8 @@ impl WorkerMetrics {
 /// The registry: one block per worker plus the control plane's own counters.
 pub struct Metrics {
     workers: Box<[WorkerMetrics]>,
+    /// More families rendered at scrape time (e.g. the io_uring runtime's own counters).
+    sources: std::sync::Mutex<Vec<Source>>,
     control: [AtomicU64; ControlCounter::COUNT],
     table_generation: AtomicU64,
 }
@@ -142,6 +148,7 @@ impl Metrics {
     pub fn new(workers: usize) -> Self {
         Metrics {
             workers: (0..workers.max(1)).map(|_| WorkerMetrics::new()).collect(),
+            sources: std::sync::Mutex::new(Vec::new()),
             control: std::array::from_fn(|_| AtomicU64::new(0)),
             table_generation: AtomicU64::new(0),
         }
@@ -167,6 +174,15 @@ impl Metrics {
     /// A control-plane counter.
     pub fn control_get(&self, c: ControlCounter) -> u64 {
         self.control[c as usize].load(Relaxed)
+    }
+
+    /// Adds metric families written at each scrape by `source` (with [`write_metric`]). Scrapes
+    /// are rare, so a lock here costs the data path nothing.
+    pub fn add_source(&self, source: impl Fn(&mut String) + Send + Sync + 'static) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(source));
     }
 
     /// Counts one more published routing table.
@@ -220,11 +236,28 @@ impl Metrics {
             "gauge",
             self.workers.len(),
         );
+        for source in self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            source(&mut out);
+        }
         out
     }
 }
 
-fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
+type Source = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// Writes one metric family with a single sample in the Prometheus text format.
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    v: impl std::fmt::Display,
+) {
     // Writing to a String cannot fail.
     let _ = write!(
         out,

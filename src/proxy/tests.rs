@@ -1,6 +1,7 @@
 //! Simulated-network tests of the proxy core: virtual time, scripted peers (gateway, PBXs),
 //! loss and reordering, against the built-in configuration or small configs of their own.
 
+use crate::rng::Rng;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
