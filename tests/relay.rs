@@ -97,7 +97,8 @@ struct RelayProcess {
 
 impl RelayProcess {
     fn start(net: u8, config_text: &str) -> RelayProcess {
-        let dir = std::env::temp_dir().join(format!("intertrunk-relay-{}-{net}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("intertrunk-relay-{}-{net}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("intertrunk.toml");
         std::fs::write(&cfg, config_text).unwrap();
@@ -122,7 +123,11 @@ impl RelayProcess {
             if let Ok(Some(status)) = relay.child.try_wait() {
                 panic!("relay exited at start ({status}):\n{}", relay.log_text());
             }
-            assert!(Instant::now() < deadline, "relay not ready:\n{}", relay.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "relay not ready:\n{}",
+                relay.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         relay
@@ -219,12 +224,23 @@ fn calls_in_every_direction_carry_media_both_ways() {
     ] {
         let answered_before = callee.stats.answered.load(Ordering::Relaxed);
         let out = call(net, from, &relay, &with_media(number, 20));
-        assert_eq!(out.status, 200, "{number} from .{from}: {out:?}\n{}", relay.log_text());
+        assert_eq!(
+            out.status,
+            200,
+            "{number} from .{from}: {out:?}\n{}",
+            relay.log_text()
+        );
         assert!(out.ended_cleanly, "{out:?}");
-        assert_eq!(out.rtp_received, out.rtp_sent, "every RTP packet echoed: {out:?}");
+        assert_eq!(
+            out.rtp_received, out.rtp_sent,
+            "every RTP packet echoed: {out:?}"
+        );
         let media = out.relay_media.expect("an SDP answer");
         assert_eq!(media.ip(), ip(net, 1), "media anchored at the relay");
-        assert_eq!(callee.stats.answered.load(Ordering::Relaxed), answered_before + 1);
+        assert_eq!(
+            callee.stats.answered.load(Ordering::Relaxed),
+            answered_before + 1
+        );
     }
     assert_eq!(relay.wait_metric("intertrunk_active_calls", 0.0), 0.0);
     assert_eq!(relay.wait_metric("intertrunk_media_sessions", 0.0), 0.0);
@@ -237,12 +253,21 @@ fn lync_outcomes_unknown_source_no_route_and_no_dial_plan_rule() {
     let net = 42;
     let relay = RelayProcess::start(net, &config(net));
     // No trunk at .99: 403 before any routing.
-    assert_eq!(call(net, 99, &relay, &Dial::number("+14255550100")).status, 403);
+    assert_eq!(
+        call(net, 99, &relay, &Dial::number("+14255550100")).status,
+        403
+    );
     // The gateway's usages (ToPBX1, ToPBX2) have no route to +33: 403 (12004).
-    assert_eq!(call(net, 11, &relay, &Dial::number("+33123456789")).status, 403);
+    assert_eq!(
+        call(net, 11, &relay, &Dial::number("+33123456789")).status,
+        403
+    );
     // The gateway's dial plan has no rule for a 5-digit number: 404 (14010).
     assert_eq!(call(net, 11, &relay, &Dial::number("12345")).status, 404);
-    assert_eq!(relay.wait_metric("intertrunk_calls_no_route_total", 1.0), 1.0);
+    assert_eq!(
+        relay.wait_metric("intertrunk_calls_no_route_total", 1.0),
+        1.0
+    );
     assert_eq!(relay.metric("intertrunk_calls_no_matching_rule_total"), 1.0);
 }
 
@@ -281,7 +306,8 @@ fn busy_is_final_and_does_not_fail_over() {
     let gw2 = Callee::spawn(addr(net, 12), busy).unwrap();
     let out = call(net, 21, &relay, &Dial::number("+33123456789"));
     assert_eq!(out.status, 486);
-    let tried = gw1.stats.invites.load(Ordering::Relaxed) + gw2.stats.invites.load(Ordering::Relaxed);
+    let tried =
+        gw1.stats.invites.load(Ordering::Relaxed) + gw2.stats.invites.load(Ordering::Relaxed);
     assert_eq!(tried, 1, "a 486 is final: no second gateway");
     assert_eq!(relay.wait_metric("intertrunk_media_sessions", 0.0), 0.0);
 }
@@ -311,7 +337,10 @@ fn cancel_while_ringing_and_bye_from_the_callee() {
     dial.wait_for_bye = Some(Duration::from_secs(5));
     let out = call(net, 11, &relay, &dial);
     assert_eq!(out.status, 200);
-    assert!(out.ended_by_callee, "the callee's BYE came through the relay: {out:?}");
+    assert!(
+        out.ended_by_callee,
+        "the callee's BYE came through the relay: {out:?}"
+    );
     assert_eq!(pbx2.stats.byes_sent.load(Ordering::Relaxed), 1);
     assert_eq!(relay.wait_metric("intertrunk_active_calls", 0.0), 0.0);
     assert_eq!(relay.wait_metric("intertrunk_media_sessions", 0.0), 0.0);
@@ -346,13 +375,19 @@ fn silent_call_is_torn_down_with_bye_to_both_legs() {
     dial.wait_for_bye = Some(Duration::from_secs(10));
     let out = call(net, 11, &relay, &dial);
     assert_eq!(out.status, 200);
-    assert!(out.ended_by_callee, "the relay's BYE reached the caller: {out:?}");
+    assert!(
+        out.ended_by_callee,
+        "the relay's BYE reached the caller: {out:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     while pbx1.stats.byes_received.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(pbx1.stats.byes_received.load(Ordering::Relaxed), 1);
-    assert_eq!(relay.wait_metric("intertrunk_media_timeouts_total", 1.0), 1.0);
+    assert_eq!(
+        relay.wait_metric("intertrunk_media_timeouts_total", 1.0),
+        1.0
+    );
     assert_eq!(relay.wait_metric("intertrunk_media_sessions", 0.0), 0.0);
 }
 
@@ -361,6 +396,9 @@ fn sigterm_drains_and_exits_zero() {
     let net = 48;
     let mut relay = RelayProcess::start(net, &config(net));
     let _pbx1 = Callee::spawn(addr(net, 21), Answer::default()).unwrap();
-    assert_eq!(call(net, 11, &relay, &with_media("+14255550100", 2)).status, 200);
+    assert_eq!(
+        call(net, 11, &relay, &with_media("+14255550100", 2)).status,
+        200
+    );
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log_text());
 }
