@@ -71,5 +71,5 @@ kill "$uac" "$uas" 2>/dev/null || true
 wait "$uac" "$uas" 2>/dev/null || true
 stop_relay
 echo "== RSS: before ${before} kB, with ${dialogs:-?} dialogs ${during} kB," \
-    "per dialog $(( (during - before) * 1024 / 10000 )) B" | tee "$out/rss.txt"
+    "per dialog $(( (during - before) * 1024 / ${dialogs:-10000} )) B" | tee "$out/rss.txt"
 echo "results in $out"
