@@ -74,6 +74,9 @@ impl Relay {
         let mut dcfg = DriverConfig::new(server.sip_listen.iter().map(|l| l.addr).collect());
         dcfg.workers = workers;
         dcfg.media_address = server.media_address;
+        // The media pool is bounded by the open-files limit the runtime was granted (4 sockets
+        // per call with media), not by a fixed per-worker count.
+        dcfg.max_media_sockets = usize::MAX;
         let slices = media_slices(server.media_ports.first, server.media_ports.last, workers);
         let media_timeout = Duration::from_secs(u64::from(server.media_timeout_s.max(1)));
         let media_address = server.media_address;

@@ -44,6 +44,9 @@ fn scenario(name: &str) -> String {
         .into_owned()
 }
 
+/// The SIPp callee scenarios model calls only: an OPTIONS keep-alive would be an unexpected
+/// message to them, so these trunks are not probed (probing is tested in the proxy's
+/// simulated-network tests and in tests/relay.rs).
 fn config(net: u8) -> String {
     format!(
         r#"
@@ -61,22 +64,26 @@ pstn_usages = ["ToPBX1", "ToPBX2", "ToPSTN"]
 [[trunk]]
 identity = "PstnGateway:gw1"
 address = "127.0.{net}.11:5060"
+options_keepalive_s = 0
 pstn_usages = ["ToPBX1", "ToPBX2"]
 dial_plan = "GatewayInbound"
 
 [[trunk]]
 identity = "PstnGateway:gw2"
 address = "127.0.{net}.12:5060"
+options_keepalive_s = 0
 pstn_usages = ["ToPBX1", "ToPBX2"]
 
 [[trunk]]
 identity = "PstnGateway:pbx1"
 address = "127.0.{net}.21:5060"
+options_keepalive_s = 0
 pstn_usages = ["ToPBX2", "ToPSTN"]
 
 [[trunk]]
 identity = "PstnGateway:pbx2"
 address = "127.0.{net}.22:5060"
+options_keepalive_s = 0
 pstn_usages = ["ToPBX1", "ToPSTN"]
 
 [[voice_route]]
