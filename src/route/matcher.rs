@@ -306,49 +306,70 @@ impl Tail {
 
 #[derive(Clone, Copy)]
 struct Entry {
+    usage: u16,
     rank: u32,
     route: RouteId,
     tail: Tail,
 }
 
+/// A trie node. Nodes are laid out breadth first, so the children of a node are contiguous
+/// and each holds the byte that leads to it: a step reads one short run of nodes instead of
+/// chasing separate key and target arrays (at 100k routes the deep nodes are cold in cache,
+/// so a step costs what it touches).
 #[derive(Default, Clone, Copy)]
 struct Node {
-    edges: u32,
-    n_edges: u32,
+    key: u8,
+    n_children: u16,
+    first_child: u32,
     entries: u32,
     n_entries: u32,
 }
 
-/// The matcher of one PSTN usage. `rank` orders its routes by priority, then file order.
+/// The matcher of a whole table: one trie for the literal-prefix patterns of every PSTN usage
+/// (a lookup walks it once per number, not once per usage), and one `RegexSet` per usage for
+/// the other patterns. `rank` orders a usage's routes by priority, then file order.
 #[derive(Default)]
-pub(crate) struct UsageMatcher {
+pub(crate) struct Matcher {
     nodes: Vec<Node>,
-    edge_byte: Vec<u8>,
-    edge_to: Vec<u32>,
     entries: Vec<Entry>,
-    set: Option<RegexSet>,
-    /// Rank and route of each pattern of `set`.
-    set_routes: Vec<(u32, RouteId)>,
+    sets: Vec<Option<UsageSet>>,
 }
 
-#[derive(Default)]
+struct UsageSet {
+    set: RegexSet,
+    /// Rank and route of each pattern of `set`.
+    routes: Vec<(u32, RouteId)>,
+}
+
 pub(crate) struct MatcherBuilder {
     // Build-time trie: sorted children per node.
     children: Vec<Vec<(u8, u32)>>,
     entries: Vec<Vec<Entry>>,
-    general: Vec<(u32, RouteId, String)>,
+    general: Vec<Vec<(u32, RouteId, String)>>,
 }
 
 impl MatcherBuilder {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(usages: usize, routes: usize) -> Self {
+        // About five new nodes per literal route (a carrier's prefixes share their heads).
+        let mut children = Vec::with_capacity(1 + routes * 5);
+        let mut entries = Vec::with_capacity(1 + routes * 5);
+        children.push(Vec::new());
+        entries.push(Vec::new());
         MatcherBuilder {
-            children: vec![Vec::new()],
-            entries: vec![Vec::new()],
-            general: Vec::new(),
+            children,
+            entries,
+            general: (0..usages).map(|_| Vec::new()).collect(),
         }
     }
 
-    pub(crate) fn add_literal(&mut self, rank: u32, route: RouteId, prefix: &[u8], tail: Tail) {
+    pub(crate) fn add_literal(
+        &mut self,
+        usage: u16,
+        rank: u32,
+        route: RouteId,
+        prefix: &[u8],
+        tail: Tail,
+    ) {
         let mut node = 0usize;
         for &b in prefix {
             let kids = &mut self.children[node];
@@ -363,54 +384,84 @@ impl MatcherBuilder {
                 }
             };
         }
-        self.entries[node].push(Entry { rank, route, tail });
+        self.entries[node].push(Entry {
+            usage,
+            rank,
+            route,
+            tail,
+        });
     }
 
-    pub(crate) fn add_general(&mut self, rank: u32, route: RouteId, pattern: &str) {
-        self.general.push((rank, route, pattern.to_owned()));
+    pub(crate) fn add_general(&mut self, usage: u16, rank: u32, route: RouteId, pattern: &str) {
+        if let Some(g) = self.general.get_mut(usage as usize) {
+            g.push((rank, route, pattern.to_owned()));
+        }
     }
 
-    pub(crate) fn finish(self) -> Result<UsageMatcher, regex::Error> {
-        let mut m = UsageMatcher::default();
+    /// The matcher; on error, the usage whose patterns do not compile together.
+    pub(crate) fn finish(mut self) -> Result<Matcher, Vec<(usize, regex::Error)>> {
         let n = self.children.len();
-        m.nodes.reserve_exact(n);
-        for (kids, entries) in self.children.into_iter().zip(self.entries) {
+        let mut m = Matcher {
+            nodes: Vec::with_capacity(n),
+            entries: Vec::with_capacity(self.entries.iter().map(Vec::len).sum()),
+            sets: Vec::with_capacity(self.general.len()),
+        };
+        // Breadth-first: `order[k]` is the build node that becomes node k.
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        let mut keys: Vec<u8> = Vec::with_capacity(n);
+        order.push(0);
+        keys.push(0);
+        let mut k = 0;
+        while let Some(&old) = order.get(k) {
+            let kids = std::mem::take(&mut self.children[old as usize]);
+            let es = std::mem::take(&mut self.entries[old as usize]);
             m.nodes.push(Node {
-                edges: m.edge_byte.len() as u32,
-                n_edges: kids.len() as u32,
+                key: keys[k],
+                n_children: kids.len() as u16,
+                first_child: order.len() as u32,
                 entries: m.entries.len() as u32,
-                n_entries: entries.len() as u32,
+                n_entries: es.len() as u32,
             });
+            m.entries.extend(es);
             for (b, to) in kids {
-                m.edge_byte.push(b);
-                m.edge_to.push(to);
+                order.push(to);
+                keys.push(b);
             }
-            m.entries.extend(entries);
+            k += 1;
         }
-        m.edge_byte.shrink_to_fit();
-        m.edge_to.shrink_to_fit();
-        m.entries.shrink_to_fit();
-        if !self.general.is_empty() {
-            m.set = Some(RegexSet::new(self.general.iter().map(|(_, _, p)| p))?);
-            m.set_routes = self.general.iter().map(|&(r, id, _)| (r, id)).collect();
+        let mut errors = Vec::new();
+        for (u, general) in self.general.into_iter().enumerate() {
+            if general.is_empty() {
+                m.sets.push(None);
+                continue;
+            }
+            match RegexSet::new(general.iter().map(|(_, _, p)| p)) {
+                Ok(set) => m.sets.push(Some(UsageSet {
+                    set,
+                    routes: general.iter().map(|&(r, id, _)| (r, id)).collect(),
+                })),
+                Err(e) => {
+                    errors.push((u, e));
+                    m.sets.push(None);
+                }
+            }
         }
-        Ok(m)
+        if errors.is_empty() {
+            Ok(m)
+        } else {
+            Err(errors)
+        }
     }
 }
 
+/// Routes whose literal pattern matches a number, as (usage, rank, route).
+pub(crate) type TrieHits = SmallVec<[(u16, u32, RouteId); 16]>;
 /// Matching routes of one usage, as (rank, route).
 pub(crate) type Hits = SmallVec<[(u32, RouteId); 16]>;
 
-impl UsageMatcher {
-    /// Appends the routes whose pattern matches `number`, in rank order, each once.
-    pub(crate) fn matches(
-        &self,
-        classes: &[CharClass],
-        number: &str,
-        scratch: &mut Vec<bool>,
-        hits: &mut Hits,
-    ) {
-        let start = hits.len();
+impl Matcher {
+    /// The trie routes of every usage whose pattern matches `number`.
+    pub(crate) fn trie_matches(&self, classes: &[CharClass], number: &str, out: &mut TrieHits) {
         let bytes = number.as_bytes();
         let mut node = 0usize;
         let mut depth = 0usize;
@@ -420,56 +471,68 @@ impl UsageMatcher {
                 let rest = number.get(depth..).unwrap_or("");
                 for e in entries {
                     if e.tail.matches(classes, rest) {
-                        hits.push((e.rank, e.route));
+                        out.push((e.usage, e.rank, e.route));
                     }
                 }
             }
             let Some(&b) = bytes.get(depth) else { break };
-            let ed = n.edges as usize..(n.edges + n.n_edges) as usize;
-            let (Some(keys), Some(to)) = (self.edge_byte.get(ed.clone()), self.edge_to.get(ed))
-            else {
+            let first = n.first_child as usize;
+            let Some(kids) = self.nodes.get(first..first + n.n_children as usize) else {
                 break;
             };
-            match keys.iter().position(|&k| k == b) {
-                Some(i) => node = to[i] as usize,
+            match kids.iter().position(|k| k.key == b) {
+                Some(i) => node = first + i,
                 None => break,
             }
             depth += 1;
         }
-        if let Some(set) = &self.set {
-            if set.is_match(number) {
+    }
+
+    /// The routes of `usage` whose pattern matches `number`, in rank order, each once;
+    /// `trie` is what [`Matcher::trie_matches`] found for the number.
+    pub(crate) fn usage_matches(
+        &self,
+        usage: u16,
+        number: &str,
+        trie: &TrieHits,
+        scratch: &mut Vec<bool>,
+        hits: &mut Hits,
+    ) {
+        hits.clear();
+        hits.extend(
+            trie.iter()
+                .filter(|h| h.0 == usage)
+                .map(|&(_, rank, route)| (rank, route)),
+        );
+        if let Some(Some(us)) = self.sets.get(usage as usize) {
+            if us.set.is_match(number) {
                 scratch.clear();
-                scratch.resize(set.len(), false);
-                set.matches_read_at(scratch, number, 0);
+                scratch.resize(us.set.len(), false);
+                us.set.matches_read_at(scratch, number, 0);
                 for (i, &hit) in scratch.iter().enumerate() {
                     if hit {
-                        if let Some(&r) = self.set_routes.get(i) {
+                        if let Some(&r) = us.routes.get(i) {
                             hits.push(r);
                         }
                     }
                 }
             }
         }
-        let mine = &mut hits[start..];
-        mine.sort_unstable_by_key(|&(rank, _)| rank);
+        hits.sort_unstable_by_key(|&(rank, _)| rank);
         // A pattern with several literal alternatives can hit on more than one trie node.
-        let mut w = start;
-        for r in start..hits.len() {
-            if r == start || hits[r].0 != hits[w - 1].0 {
-                hits[w] = hits[r];
-                w += 1;
-            }
-        }
-        hits.truncate(w);
+        hits.dedup_by_key(|h| h.0);
     }
 
     /// Approximate heap bytes held, for reports.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.edge_byte.capacity()
-            + self.edge_to.capacity() * 4
             + self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.set_routes.capacity() * 8
+            + self
+                .sets
+                .iter()
+                .flatten()
+                .map(|s| s.routes.capacity() * 8)
+                .sum::<usize>()
     }
 }
 

@@ -28,7 +28,7 @@ use crate::config::translation::{parse_pattern, Translation};
 use crate::config::{Config, Diagnostic, Transport};
 
 pub use live::{LiveTable, TableReader};
-use matcher::{CharClass, Classes, Hits, MatcherBuilder, UsageMatcher};
+use matcher::{CharClass, Classes, Hits, Matcher, MatcherBuilder, TrieHits};
 
 /// Index of a trunk in its table (the config's file order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -64,6 +64,8 @@ pub struct TrunkInfo {
     called_rules: Vec<usize>,
     calling_rules: Vec<usize>,
     response_codes: Vec<(u16, u16)>,
+    /// `@<address>;user=phone`, the end of a Request-URI to this trunk.
+    uri_suffix: String,
 }
 
 /// The outcome of routing a new call.
@@ -211,7 +213,7 @@ pub struct RouteTable {
     trunks: Vec<TrunkInfo>,
     by_identity: HashMap<String, TrunkId>,
     by_source: HashMap<IpAddr, Source>,
-    usages: Vec<UsageMatcher>,
+    matcher: Matcher,
     classes: Box<[CharClass]>,
     routes: Vec<RouteInfo>,
     dial_plans: Vec<DialPlanC>,
@@ -348,6 +350,7 @@ impl RouteTable {
                     .iter()
                     .filter_map(|r| codes.get(r.as_str()).copied())
                     .collect(),
+                uri_suffix: format!("@{};user=phone", t.address),
             });
         }
         let by_source = by_ip
@@ -391,39 +394,42 @@ impl RouteTable {
             literal_routes += usize::from(lit.is_some());
             analysed.push(lit);
         }
-        let mut usages = Vec::with_capacity(per_usage.len());
+        let mut b = MatcherBuilder::new(per_usage.len(), literal_routes);
         for (u, mut list) in per_usage.into_iter().enumerate() {
+            let u16_ = u as u16;
             list.sort_by_key(|&r| (cfg.voice_route[r as usize].priority, r));
-            let mut b = MatcherBuilder::new();
             for (rank, &r) in list.iter().enumerate() {
                 let rank = rank as u32;
                 match &analysed[r as usize] {
                     Some(lits) => {
                         for (prefixes, tail) in lits {
                             for p in prefixes {
-                                b.add_literal(rank, RouteId(r), p, *tail);
+                                b.add_literal(u16_, rank, RouteId(r), p, *tail);
                             }
                         }
                     }
                     None => b.add_general(
+                        u16_,
                         rank,
                         RouteId(r),
                         &cfg.voice_route[r as usize].number_pattern,
                     ),
                 }
             }
-            match b.finish() {
-                Ok(m) => usages.push(m),
-                Err(e) => {
+        }
+        let matcher = match b.finish() {
+            Ok(m) => m,
+            Err(errors) => {
+                for (u, e) in errors {
                     diags.push(Diagnostic::new(
                         None,
                         Some(&cfg.voice.pstn_usages[u]),
                         format!("the number patterns of this usage's routes do not compile together: {e}"),
                     ));
-                    usages.push(UsageMatcher::default());
                 }
+                Matcher::default()
             }
-        }
+        };
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -433,7 +439,7 @@ impl RouteTable {
             trunks,
             by_identity,
             by_source,
-            usages,
+            matcher,
             classes: classes.finish(),
             routes,
             dial_plans,
@@ -506,11 +512,7 @@ impl RouteTable {
 
     /// Approximate heap bytes of the lookup structures (not the config itself).
     pub fn lookup_heap_bytes(&self) -> usize {
-        self.usages
-            .iter()
-            .map(UsageMatcher::heap_bytes)
-            .sum::<usize>()
-            + self.routes.capacity() * std::mem::size_of::<RouteInfo>()
+        self.matcher.heap_bytes() + self.routes.capacity() * std::mem::size_of::<RouteInfo>()
     }
 
     /// `code` as the caller must see it, after `trunk`'s response-code translation rules.
@@ -616,12 +618,14 @@ impl RouteTable {
         // Step 3: usages in order; in each, the matching routes by priority then file order.
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut hits = Hits::new();
+        let mut trie = TrieHits::new();
+        if !trunk.pstn_usages.is_empty() {
+            self.matcher
+                .trie_matches(&self.classes, &normalized, &mut trie);
+        }
         for &usage in &trunk.pstn_usages {
-            let Some(m) = self.usages.get(usage.0 as usize) else {
-                continue;
-            };
-            hits.clear();
-            m.matches(&self.classes, &normalized, scratch, &mut hits);
+            self.matcher
+                .usage_matches(usage.0, &normalized, &trie, scratch, &mut hits);
             let mut ut = trace.as_ref().map(|_| UsageTrace {
                 usage: self.usage_name(usage).to_owned(),
                 routes: Vec::new(),
@@ -710,7 +714,7 @@ impl RouteTable {
         let mut request_uri = String::with_capacity(called.len() + 40);
         request_uri.push_str("sip:");
         push_user(&mut request_uri, &called);
-        let _ = write!(request_uri, "@{};user=phone", target.address);
+        request_uri.push_str(&target.uri_suffix);
         Candidate {
             trunk: g,
             usage,
