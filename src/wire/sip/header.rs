@@ -1,6 +1,30 @@
 //! Header field names: a canonical enum for the headers the relay uses, compact forms included,
 //! matched case-insensitively (RFC 3261 7.3.1).
 
+/// Case-insensitive equality of a canonical name (letters and '-') with a name of token
+/// octets, eight octets at a time. OR-ing 0x20 lower-cases exactly the ASCII capitals and maps
+/// no other token octet onto a letter or '-', so folding both sides compares correctly.
+#[inline]
+fn eq_folded(canon: &[u8], name: &[u8]) -> bool {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    if canon.len() != name.len() {
+        return false;
+    }
+    let mut a = canon.chunks_exact(8);
+    let mut b = name.chunks_exact(8);
+    for (x, y) in a.by_ref().zip(b.by_ref()) {
+        let wx = u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
+        let wy = u64::from_le_bytes(y.try_into().unwrap_or([!0; 8]));
+        if wx | FOLD != wy | FOLD {
+            return false;
+        }
+    }
+    a.remainder()
+        .iter()
+        .zip(b.remainder())
+        .all(|(&x, &y)| x | 0x20 == y | 0x20)
+}
+
 /// The canonical name of a header field. Names the relay never looks at are `Other`; their
 /// spelling stays available as `Header::raw_name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -140,69 +164,73 @@ impl HeaderName {
                 _ => Other,
             };
         }
-        // Candidates are picked by length and lower-cased first octet, so a name costs one
-        // comparison (two for a few pairs).
+        // One candidate per (length, lower-cased first octet), a second octet separating the
+        // four pairs that share both; then a single word-wise case-insensitive comparison.
         let first = name.first().map_or(0, u8::to_ascii_lowercase);
-        let candidates: &[HeaderName] = match (name.len(), first) {
-            (2, b't') => &[To],
-            (3, b'v') => &[Via],
-            (4, b'c') => &[CSeq],
-            (4, b'd') => &[Date],
-            (4, b'f') => &[From],
-            (4, b'r') => &[RSeq, RAck],
-            (5, b'a') => &[Allow],
-            (5, b'e') => &[Event],
-            (5, b'r') => &[Route],
-            (6, b'a') => &[Accept],
-            (6, b'm') => &[MinSe],
-            (6, b'r') => &[Reason],
-            (6, b's') => &[Server],
-            (7, b'c') => &[CallId, Contact],
-            (7, b'e') => &[Expires],
-            (7, b'p') => &[Privacy],
-            (7, b'r') => &[Require],
-            (7, b's') => &[Subject],
-            (7, b'w') => &[Warning],
-            (8, b'i') => &[Identity],
-            (8, b'r') => &[ReferTo],
-            (9, b'd') => &[Diversion],
-            (9, b's') => &[Supported],
-            (9, b't') => &[Timestamp],
-            (10, b'u') => &[UserAgent],
-            (11, b'r') => &[ReferredBy, RetryAfter],
-            (11, b'u') => &[Unsupported],
-            (12, b'a') => &[AllowEvents],
-            (12, b'c') => &[ContentType],
-            (12, b'h') => &[HistoryInfo],
-            (12, b'm') => &[MaxForwards],
-            (12, b'r') => &[RecordRoute],
-            (13, b'a') => &[Authorization],
-            (13, b'p') => &[ProxyRequire],
-            (14, b'c') => &[ContentLength],
-            (14, b'm') => &[MsDiagnostics],
-            (15, b's') => &[SessionExpires],
-            (16, b'c') => &[ContentEncoding],
-            (16, b'w') => &[WwwAuthenticate],
-            (18, b'p') => &[ProxyAuthenticate],
-            (19, b'c') => &[ContentDisposition],
-            (19, b'p') => &[PAssertedIdentity, ProxyAuthorization],
-            (20, b'p') => &[PPreferredIdentity],
-            _ => &[],
+        let fold = |n: &[u8], i: usize| n.get(i).map_or(0, |b| b | 0x20);
+        let candidate = match (name.len(), first) {
+            (2, b't') => To,
+            (3, b'v') => Via,
+            (4, b'c') => CSeq,
+            (4, b'd') => Date,
+            (4, b'f') => From,
+            (4, b'r') => match fold(name, 1) {
+                b's' => RSeq,
+                _ => RAck,
+            },
+            (5, b'a') => Allow,
+            (5, b'e') => Event,
+            (5, b'r') => Route,
+            (6, b'a') => Accept,
+            (6, b'm') => MinSe,
+            (6, b'r') => Reason,
+            (6, b's') => Server,
+            (7, b'c') => match fold(name, 1) {
+                b'a' => CallId,
+                _ => Contact,
+            },
+            (7, b'e') => Expires,
+            (7, b'p') => Privacy,
+            (7, b'r') => Require,
+            (7, b's') => Subject,
+            (7, b'w') => Warning,
+            (8, b'i') => Identity,
+            (8, b'r') => ReferTo,
+            (9, b'd') => Diversion,
+            (9, b's') => Supported,
+            (9, b't') => Timestamp,
+            (10, b'u') => UserAgent,
+            (11, b'r') => match fold(name, 2) {
+                b'f' => ReferredBy,
+                _ => RetryAfter,
+            },
+            (11, b'u') => Unsupported,
+            (12, b'a') => AllowEvents,
+            (12, b'c') => ContentType,
+            (12, b'h') => HistoryInfo,
+            (12, b'm') => MaxForwards,
+            (12, b'r') => RecordRoute,
+            (13, b'a') => Authorization,
+            (13, b'p') => ProxyRequire,
+            (14, b'c') => ContentLength,
+            (14, b'm') => MsDiagnostics,
+            (15, b's') => SessionExpires,
+            (16, b'c') => ContentEncoding,
+            (16, b'w') => WwwAuthenticate,
+            (18, b'p') => ProxyAuthenticate,
+            (19, b'c') => ContentDisposition,
+            (19, b'p') => match fold(name, 1) {
+                b'-' => PAssertedIdentity,
+                _ => ProxyAuthorization,
+            },
+            (20, b'p') => PPreferredIdentity,
+            _ => return Other,
         };
-        for &c in candidates {
-            // Canonical names are letters and '-', and `name` is token octets: OR-ing 0x20
-            // lower-cases exactly the ASCII capitals and maps no other token octet onto a
-            // letter or '-', so this is a case-insensitive comparison.
-            let canon = c.as_str().as_bytes();
-            if canon
-                .iter()
-                .zip(name)
-                .all(|(&a, &b)| (a | 0x20) == (b | 0x20))
-            {
-                return c;
-            }
+        if eq_folded(candidate.as_str().as_bytes(), name) {
+            candidate
+        } else {
+            Other
         }
-        Other
     }
 
     /// Whether values of this header are comma-separated lists that may be split

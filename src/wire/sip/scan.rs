@@ -33,10 +33,21 @@ pub(crate) fn is_lws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |e| e + 1);
-    s.get(start..end).unwrap_or(&[])
+/// Trims LWS from both ends; slice patterns, so no bounds checks (runs on every field).
+pub(crate) fn trim_lws(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_lws(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_lws(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
 }
 
 pub(crate) fn skip_lws(s: &[u8]) -> &[u8] {
