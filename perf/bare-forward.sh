@@ -6,7 +6,7 @@
 #
 #   perf/bare-forward.sh [--rates 20000,50000] [--secs 10] [--pairs 500] [--min-wait-us 300]
 #
-# Needs ../shared/peer-bench/src/{udpfwd,udpblast}.c (copied to a temp dir and built with gcc,
+# Needs the peer harness sources $PEER_SRC/{udpfwd,udpblast}.c (copied to a temp dir and built with gcc,
 # never committed). CPU is se.sum_exec_runtime summed over /proc/PID/task/*/sched.
 # Loopback only; every process started here is stopped by PID.
 set -euo pipefail
@@ -16,7 +16,7 @@ RATES=20000,50000
 SECS=10
 PAIRS=500
 MIN_WAIT=300
-PEER_SRC=${PEER_SRC:-../shared/peer-bench/src}
+PEER_SRC=${PEER_SRC:?set PEER_SRC to the peer harness src directory (udpfwd.c, udpblast.c)}
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) RATES=$2; shift 2 ;;

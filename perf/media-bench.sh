@@ -5,12 +5,12 @@
 #
 #   perf/media-bench.sh [--calls 500] [--rates 20000,50000] [--high 100000,150000,200000] [--secs 8]
 #
-# Needs ../shared/peer-bench (copied to a temp dir, never committed): udpblast is built there
+# Needs the peer comparison harness in $PEER (copied to a temp dir, never committed): udpblast is built there
 # with gcc; rtpengine and udpfwd run through its bench.py. Every process is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=500; RATES=20000,50000; HIGH=100000,150000,200000; SECS=8
-PEER=${PEER:-../shared/peer-bench}
+PEER=${PEER:?set PEER to the peer comparison harness (Kamailio/rtpengine/udpfwd) directory}
 while [ $# -gt 0 ]; do
     case "$1" in
         --calls) CALLS=$2; shift 2 ;;
