@@ -2,22 +2,18 @@
 //! `tools/sipp/` (a gateway and PBXs on their own 127.0.N.x addresses), in each direction, with
 //! failover, CANCEL while ringing, BYE from the callee and echoed G.711 audio.
 //!
+//! The SIPp callee scenarios model calls only, so the trunks here are not probed with OPTIONS
+//! (probing is tested in the proxy's simulated-network tests and in tests/relay.rs).
+//!
 //! Each test runs its own relay (2 workers) on its own 127.0.N.0/24. A test is skipped, with a
 //! note on stderr, when `sipp` is not installed.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+mod common;
+
+use common::{addr, config, ip, Probing, RelayProcess};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-fn ip(net: u8, host: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, net, host))
-}
-
-fn addr(net: u8, host: u8) -> SocketAddr {
-    SocketAddr::new(ip(net, host), 5060)
-}
 
 /// RTP packets in SIPp's G.711 A-law sample that `uac_media.xml` plays.
 const PCAP_PACKETS: f64 = 236.0;
@@ -42,170 +38,6 @@ fn scenario(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
-}
-
-/// The SIPp callee scenarios model calls only: an OPTIONS keep-alive would be an unexpected
-/// message to them, so these trunks are not probed (probing is tested in the proxy's
-/// simulated-network tests and in tests/relay.rs).
-fn config(net: u8) -> String {
-    format!(
-        r#"
-[server]
-sip_listen = ["udp:127.0.{net}.1:5060"]
-media_address = "127.0.{net}.1"
-media_ports = "22000-23999"
-workers = 2
-admin_listen = "127.0.{net}.1:8060"
-media_timeout_s = 3
-
-[voice]
-pstn_usages = ["ToPBX1", "ToPBX2", "ToPSTN"]
-
-[[trunk]]
-identity = "PstnGateway:gw1"
-address = "127.0.{net}.11:5060"
-options_keepalive_s = 0
-pstn_usages = ["ToPBX1", "ToPBX2"]
-dial_plan = "GatewayInbound"
-
-[[trunk]]
-identity = "PstnGateway:gw2"
-address = "127.0.{net}.12:5060"
-options_keepalive_s = 0
-pstn_usages = ["ToPBX1", "ToPBX2"]
-
-[[trunk]]
-identity = "PstnGateway:pbx1"
-address = "127.0.{net}.21:5060"
-options_keepalive_s = 0
-pstn_usages = ["ToPBX2", "ToPSTN"]
-
-[[trunk]]
-identity = "PstnGateway:pbx2"
-address = "127.0.{net}.22:5060"
-options_keepalive_s = 0
-pstn_usages = ["ToPBX1", "ToPSTN"]
-
-[[voice_route]]
-identity = "PBX1"
-number_pattern = '^\+1425555\d{{4}}$'
-pstn_usages = ["ToPBX1"]
-pstn_gateway_list = ["PstnGateway:pbx1"]
-
-[[voice_route]]
-identity = "PBX2"
-number_pattern = '^\+1206555\d{{4}}$'
-pstn_usages = ["ToPBX2"]
-pstn_gateway_list = ["PstnGateway:pbx2"]
-
-[[voice_route]]
-identity = "PSTN"
-number_pattern = '^\+\d+$'
-pstn_usages = ["ToPSTN"]
-pstn_gateway_list = ["PstnGateway:gw1", "PstnGateway:gw2"]
-
-[[dial_plan]]
-identity = "GatewayInbound"
-normalization_rules = [
-  {{ name = "E164", pattern = '^(\+\d+)$', translation = '$1' }},
-  {{ name = "TenDigit", pattern = '^(\d{{10}})$', translation = '+1$1' }},
-]
-"#
-    )
-}
-
-/// `intertrunk run --config FILE` as a child process, stopped with SIGTERM when dropped.
-struct RelayProcess {
-    child: Child,
-    admin: SocketAddr,
-    log: PathBuf,
-    _dir: PathBuf,
-}
-
-impl RelayProcess {
-    fn start(net: u8, config_text: &str) -> RelayProcess {
-        let dir =
-            std::env::temp_dir().join(format!("intertrunk-sipp-{}-{net}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("intertrunk.toml");
-        std::fs::write(&cfg, config_text).unwrap();
-        let log = dir.join("relay.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_intertrunk"))
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let admin = SocketAddr::new(ip(net, 1), 8060);
-        let mut relay = RelayProcess {
-            child,
-            admin,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&admin, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = relay.child.try_wait() {
-                panic!("relay exited at start ({status}):\n{}", relay.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay not ready:\n{}",
-                relay.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        relay
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let mut s = TcpStream::connect(self.admin).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.admin
-        )
-        .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == name).then(|| v.trim().parse().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{body}"))
-    }
-
-    fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: signalling our own child process by its PID.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.terminate();
-        }
-    }
 }
 
 /// One SIPp process in the foreground (`-m` calls, `-timeout`), killed by PID when dropped.
@@ -349,7 +181,7 @@ fn five_calls(net: u8, from: u8, to: u8, number: &str) {
     if !sipp_installed() {
         return;
     }
-    let relay = RelayProcess::start(net, &config(net));
+    let relay = RelayProcess::start(net, &config(net, Probing::Off));
     let mut callee = Sipp::callee(net, to, &scenario("uas.xml"), 5, &[]);
     let mut caller = Sipp::caller(net, from, &scenario("uac.xml"), number, 5, &[]);
     caller.assert_success(&relay);
@@ -378,7 +210,7 @@ fn sipp_failover_from_503_gateway() {
         return;
     }
     let net = 63;
-    let relay = RelayProcess::start(net, &config(net));
+    let relay = RelayProcess::start(net, &config(net, Probing::Off));
     let mut down = Sipp::callee(net, 11, &scenario("uas_503.xml"), 5, &[]);
     let mut up = Sipp::callee(net, 12, &scenario("uas.xml"), 5, &[]);
     let mut caller = Sipp::caller(net, 21, &scenario("uac.xml"), "+15555550100", 5, &[]);
@@ -395,7 +227,7 @@ fn sipp_cancel_while_ringing() {
         return;
     }
     let net = 64;
-    let relay = RelayProcess::start(net, &config(net));
+    let relay = RelayProcess::start(net, &config(net, Probing::Off));
     let mut callee = Sipp::callee(net, 21, &scenario("uas_ring.xml"), 5, &[]);
     let mut caller = Sipp::caller(net, 11, &scenario("uac_cancel.xml"), "+14255551234", 5, &[]);
     caller.assert_success(&relay);
@@ -408,7 +240,7 @@ fn sipp_bye_from_callee() {
         return;
     }
     let net = 65;
-    let relay = RelayProcess::start(net, &config(net));
+    let relay = RelayProcess::start(net, &config(net, Probing::Off));
     let mut callee = Sipp::callee(net, 21, &scenario("uas_bye.xml"), 5, &["-d", "500"]);
     let mut caller = Sipp::caller(
         net,
@@ -433,7 +265,7 @@ fn sipp_audio_echoed_through_relay() {
     }
     let net = 66;
     let calls = 2;
-    let relay = RelayProcess::start(net, &config(net));
+    let relay = RelayProcess::start(net, &config(net, Probing::Off));
     let mut callee = Sipp::callee(net, 21, &scenario("uas.xml"), calls, &["-rtp_echo"]);
     let mut caller = Sipp::caller(
         net,
