@@ -77,6 +77,12 @@ impl Relay {
         // The media pool is bounded by the open-files limit the runtime was granted (4 sockets
         // per call with media), not by a fixed per-worker count.
         dcfg.max_media_sockets = usize::MAX;
+        if let Some(us) = server.media_batch_wait_us {
+            dcfg.media_min_wait = Duration::from_micros(u64::from(us));
+        }
+        if let Some(us) = server.sip_batch_wait_us {
+            dcfg.sip_min_wait = Duration::from_micros(u64::from(us));
+        }
         let slices = media_slices(server.media_ports.first, server.media_ports.last, workers);
         let media_timeout = Duration::from_secs(u64::from(server.media_timeout_s.max(1)));
         let media_address = server.media_address;
@@ -287,6 +293,12 @@ fn register_runtime_metrics(metrics: &Metrics, stats: driver::Stats) {
             "Media sends that failed",
             "counter",
             |w| &w.media_send_errors,
+        ),
+        (
+            "intertrunk_driver_loop_turns_total",
+            "Kernel entries of the workers' event loops that returned (wake-ups)",
+            "counter",
+            |w| &w.turns,
         ),
         (
             "intertrunk_driver_media_received_total",

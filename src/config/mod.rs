@@ -93,6 +93,13 @@ pub struct Server {
     pub admin_listen: SocketAddr,
     #[serde(default = "default_media_timeout_s")]
     pub media_timeout_s: u32,
+    /// Longest a worker holds a ready RTP packet so that one wake-up serves several (the
+    /// latency-for-CPU trade of batched waits); unset: the runtime's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_batch_wait_us: Option<u32>,
+    /// The same after a loop turn that carried SIP (signaling wants a shorter hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_batch_wait_us: Option<u32>,
 }
 
 fn default_sip_listen() -> Vec<Listen> {
@@ -127,6 +134,8 @@ impl Default for Server {
             workers: 0,
             admin_listen: default_admin_listen(),
             media_timeout_s: default_media_timeout_s(),
+            media_batch_wait_us: None,
+            sip_batch_wait_us: None,
         }
     }
 }

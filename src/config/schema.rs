@@ -100,6 +100,8 @@ const SERVER: &[Field] = &[
     f("workers", Kind::Int(0, 4096), false),
     f("admin_listen", Kind::SockAddr, false),
     f("media_timeout_s", U32, false),
+    f("media_batch_wait_us", Kind::Int(0, 100_000), false),
+    f("sip_batch_wait_us", Kind::Int(0, 100_000), false),
 ];
 const VOICE: &[Field] = &[f("pstn_usages", Kind::StrList, false)];
 const TRUNK: &[Field] = &[

@@ -176,3 +176,20 @@ fn trunks_may_share_an_ip_on_different_ports() {
         .2
         .contains("already the address of trunk PstnGateway:pbx1"));
 }
+
+#[test]
+fn batch_wait_keys_are_optional_bounded_and_round_trip() {
+    let base = "[server]\nmedia_batch_wait_us = 500\nsip_batch_wait_us = 20\n";
+    let c = Config::from_toml(base).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(c.server.media_batch_wait_us, Some(500));
+    assert_eq!(c.server.sip_batch_wait_us, Some(20));
+    assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    assert_eq!(Config::builtin().server.media_batch_wait_us, None);
+    assert!(!Config::builtin().to_toml().contains("batch_wait"));
+    let err = Config::from_toml("[server]\nmedia_batch_wait_us = 5000000\n").unwrap_err();
+    assert!(
+        err.iter()
+            .any(|d| d.line == Some(2) && d.message.contains("out of range")),
+        "{err:?}"
+    );
+}

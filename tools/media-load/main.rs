@@ -14,6 +14,7 @@
 //!
 //!   media-load --relay target/release/intertrunk --udpblast PATH [--calls 500]
 //!              [--rates 20000,50000] [--search 60000,400000] [--secs 10] [--net 61]
+//!              [--workers 2] [--batch-wait-us US]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -44,6 +45,8 @@ struct Args {
     secs: u64,
     net: u8,
     lock: PathBuf,
+    workers: usize,
+    batch_wait_us: Option<u32>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -56,6 +59,8 @@ fn parse_args() -> Result<Args> {
         secs: 10,
         net: 61,
         lock: PathBuf::from("/tmp/bench.lock"),
+        workers: 2,
+        batch_wait_us: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -80,6 +85,8 @@ fn parse_args() -> Result<Args> {
             "--secs" => a.secs = v.parse()?,
             "--net" => a.net = v.parse()?,
             "--lock" => a.lock = v.into(),
+            "--workers" => a.workers = v.parse()?,
+            "--batch-wait-us" => a.batch_wait_us = Some(v.parse()?),
             _ => bail!("unknown argument {k}"),
         }
     }
@@ -96,17 +103,18 @@ fn ip(net: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, net, host))
 }
 
-fn config(net: u8) -> String {
+fn config(net: u8, workers: usize, batch_wait_us: Option<u32>) -> String {
+    let batch = batch_wait_us.map_or(String::new(), |us| format!("media_batch_wait_us = {us}\n"));
     format!(
         r#"
 [server]
 sip_listen = ["udp:127.0.{net}.1:5060"]
 media_address = "127.0.{net}.1"
 media_ports = "20000-29999"
-workers = 2
+workers = {workers}
 admin_listen = "127.0.{net}.1:8060"
 media_timeout_s = 600
-
+{batch}
 [voice]
 pstn_usages = ["ToPBX"]
 
@@ -588,7 +596,9 @@ cat "$T.blast" "$T.sink"
     let pass = loss < 0.001 && blast_rate >= 0.98 * rate as f64 && sent > 0.0;
     let extra: Vec<String> = m1
         .iter()
-        .filter(|(k, _)| k.contains("drop") || k.contains("nobuf") || k.contains("rearm"))
+        .filter(|(k, _)| {
+            k.contains("drop") || k.contains("nobuf") || k.contains("rearm") || k.contains("turns")
+        })
         .map(|(k, v)| format!("\"{k}\":{}", v - m0.get(k.as_str()).unwrap_or(&0.0)))
         .collect();
     let json = format!(
@@ -613,7 +623,7 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("media-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg = dir.join("relay.toml");
-    std::fs::write(&cfg, config(a.net))?;
+    std::fs::write(&cfg, config(a.net, a.workers, a.batch_wait_us))?;
     let log = std::fs::File::create(dir.join("relay.log"))?;
     let child = Command::new(&a.relay)
         .args(["run", "--config"])
