@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const RUN: u8 = 0;
 const DRAIN: u8 = 1;
@@ -46,7 +46,9 @@ fn untoken(t: u64) -> (u64, u32, u32) {
 const NO_SLOT: u32 = u32::MAX;
 
 /// Longest single wait when the core has no timer (a drain or a stop kicks the ring anyway).
-const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// Media datagrams expected within the media window for batching wake-ups to be worth its delay.
+const MEDIA_BATCH_WORTH: f64 = 2.0;
 
 struct Shared {
     state: AtomicU8,
@@ -380,6 +382,11 @@ struct State<C> {
     eventfd_buf: Box<u64>,
     wake_needed: Vec<bool>,
     saw_sip: bool,
+    /// Media datagrams reaped this turn, and a smoothed media arrival rate (per second) that
+    /// decides whether holding a wake-up for the media window is worth it.
+    turn_media: u32,
+    media_rate: f64,
+    last_turn: Instant,
     draining: Option<Instant>,
     pending_closes: Vec<u32>,
 }
@@ -544,6 +551,9 @@ impl<C: Core> Worker<C> {
             eventfd_buf: Box::new(0),
             wake_needed: vec![false; setup.workers],
             saw_sip: false,
+            turn_media: 0,
+            media_rate: 0.0,
+            last_turn: Instant::now(),
             draining: None,
             pending_closes: Vec::with_capacity(nslots),
             cfg,
@@ -636,7 +646,9 @@ impl<C: Core> State<C> {
             let now = Instant::now();
             self.stats().turns.fetch_add(1, Ordering::Relaxed);
             self.saw_sip = false;
+            self.turn_media = 0;
             self.reap(io, cq, now);
+            self.update_media_rate(now);
             self.drain_handoff(now);
             if self.core.poll_timeout().is_some_and(|t| t <= now) {
                 self.core.handle_timeout(now);
@@ -675,6 +687,34 @@ impl<C: Core> State<C> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Folds this turn's media count into the arrival-rate estimate (EWMA over turns, weighted
+    /// by the turn's length so that short busy turns and long idle ones both count right).
+    fn update_media_rate(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last_turn).as_secs_f64();
+        self.last_turn = now;
+        if dt <= 0.0 {
+            return;
+        }
+        let instant = f64::from(self.turn_media) / dt;
+        // Time constant ~10 ms: follows a load change within a few tens of milliseconds.
+        let alpha = (dt / 0.010).min(1.0);
+        self.media_rate += alpha * (instant - self.media_rate);
+    }
+
+    /// How long the next wait may hold a ready completion. Batching pays only when several
+    /// media datagrams are expected within the media window; otherwise (idle media, a lone
+    /// SIP request, a turn that carried SIP) the short signaling window keeps setup latency
+    /// low.
+    fn batch_window(&self) -> Duration {
+        let media = self.cfg.media_min_wait;
+        let expected = self.media_rate * media.as_secs_f64();
+        if self.saw_sip || expected < MEDIA_BATCH_WORTH {
+            self.cfg.sip_min_wait.min(media)
+        } else {
+            media
         }
     }
 
@@ -719,11 +759,7 @@ impl<C: Core> State<C> {
                     .sec(left.as_secs())
                     .nsec(left.subsec_nanos());
                 let mut args = SubmitArgs::new().timespec(&ts);
-                let window = if self.saw_sip {
-                    self.cfg.sip_min_wait
-                } else {
-                    self.cfg.media_min_wait
-                };
+                let window = self.batch_window();
                 // Batch wake-ups: ask for `wait_batch` completions, but return once the
                 // min-wait has passed and one is ready, or at the first completion after it
                 // (kernel semantics of IORING_ENTER_EXT_ARG min_wait_usec when the overall
@@ -857,6 +893,7 @@ impl<C: Core> State<C> {
                 self.sip_ring.recycle(bid);
             }
             SlotKind::Media(port) => {
+                self.turn_media += 1;
                 let st = &self.stats[self.index];
                 st.media_received.fetch_add(1, Ordering::Relaxed);
                 let offset = payload.as_ptr() as usize - base;

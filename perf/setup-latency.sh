@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Added setup latency of the relay: for every call, the time from the INVITE arriving at the
+# relay to the relay's INVITE leaving toward the callee, from kernel capture timestamps on the
+# loopback interface (both packets are seen by the same capture, so the clock is the same).
+# SIPp UAC (127.0.0.1:5091) -> relay (127.0.0.1:5070, perf/sip-bench.toml) -> SIPp UAS
+# (127.0.0.1:5090), calls without media, at each rate for SECS seconds.
+#
+#   perf/setup-latency.sh [RATES] [SECS]        e.g. perf/setup-latency.sh 300,1000 10
+#
+# Needs sipp and tshark (dumpcap). Every process is bounded by timeout and stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rates=${1:-300,1000}
+secs=${2:-10}
+command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)" >&2; exit 2; }
+command -v dumpcap >/dev/null || { echo "needs dumpcap/tshark (apt-get install tshark)" >&2; exit 2; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+[ -x target/release/intertrunk ] || cargo build --release
+RUST_LOG=warn target/release/intertrunk run --config perf/sip-bench.toml >"$work/relay.log" 2>&1 &
+relay=$!
+pids+=("$relay")
+for _ in $(seq 50); do
+    curl -sf http://127.0.0.1:8070/metrics >/dev/null 2>&1 && break
+    sleep 0.1
+done
+kill -0 "$relay" || { cat "$work/relay.log" >&2; exit 1; }
+
+IFS=, read -ra rate_list <<<"$rates"
+for rate in "${rate_list[@]}"; do
+    calls=$((rate * secs))
+    pcap="$work/setup-$rate.pcap"
+    # Only the SIP ports of this topology: the relay's listener and per-worker ports, the two
+    # SIPp agents. Snap length covers the headers tshark needs.
+    timeout $((secs + 30)) dumpcap -q -i lo -s 1500 -B 64 -w "$pcap" \
+        -f "udp and (port 5070 or port 5071 or port 5072 or port 5073 or port 5074)" \
+        >/dev/null 2>&1 &
+    cap=$!
+    pids+=("$cap")
+    sleep 1
+    timeout $((secs + 30)) sipp -sf tools/sipp/uas.xml -i 127.0.0.1 -p 5090 -nostdin \
+        -timeout $((secs + 20))s -m "$calls" >/dev/null 2>&1 &
+    uas=$!
+    pids+=("$uas")
+    sleep 0.3
+    timeout $((secs + 30)) sipp -sf tools/sipp/uac.xml -i 127.0.0.1 -p 5091 -s 4930123456 \
+        127.0.0.1:5070 -r "$rate" -m "$calls" -d 0 -nostdin -timeout $((secs + 20))s \
+        -trace_stat -stf "$work/uac-$rate.csv" >/dev/null 2>&1 || true
+    kill "$uas" 2>/dev/null || true
+    wait "$uas" 2>/dev/null || true
+    sleep 0.5
+    kill -INT "$cap" 2>/dev/null || true
+    wait "$cap" 2>/dev/null || true
+    # Decode every port of this topology as SIP (5072 is AYIYA to tshark by default).
+    tshark -r "$pcap" -d udp.port==5070-5074,sip -d udp.port==5090-5091,sip -Y 'sip.Method == "INVITE"' -T fields -E separator=/t \
+        -e frame.time_epoch -e udp.srcport -e udp.dstport -e sip.Call-ID \
+        >"$work/invites-$rate.tsv" 2>/dev/null
+    python3 - "$work/invites-$rate.tsv" "$rate" <<'EOF'
+import sys
+path, rate = sys.argv[1], sys.argv[2]
+first_in, first_out = {}, {}
+for line in open(path):
+    f = line.rstrip("\n").split("\t")
+    if len(f) < 4:
+        continue
+    t, sport, dport, cid = float(f[0]), int(f[1]), int(f[2]), f[3]
+    if dport == 5070 and sport == 5091:          # INVITE into the relay (first copy only)
+        first_in.setdefault(cid, t)
+    elif dport == 5090:                          # the relay's INVITE toward the callee
+        first_out.setdefault(cid, t)
+d = sorted((first_out[c] - first_in[c]) * 1e6 for c in first_in if c in first_out)
+if not d:
+    print(f"rate {rate}/s: no matched INVITEs")
+    sys.exit(0)
+pct = lambda p: d[min(len(d) - 1, int(p * len(d)))]
+print(f"rate {rate}/s: {len(d)} of {len(first_in)} INVITEs matched; added setup latency "
+      f"(INVITE in -> INVITE out) p50 {pct(0.5):.0f} us, p90 {pct(0.9):.0f} us, "
+      f"p99 {pct(0.99):.0f} us, max {d[-1]:.0f} us")
+EOF
+done
