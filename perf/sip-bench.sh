@@ -2,7 +2,9 @@
 # The relay against Kamailio under the same SIPp load (INVITE/100/180/200/ACK/BYE/200, no
 # media), in one session: the peer-bench harness measures the relay through its --sut-pid hook
 # (listening on 127.0.0.1:5070 with perf/sip-bench.toml), then Kamailio doing the same job.
-# Then the relay's RSS with 10,000 concurrent dialogs.
+# Then the relay's RSS with 10,000 concurrent dialogs. The trunks bypass media (the job
+# Kamailio does); BENCH_MEDIA=1 runs the relay with media anchored instead (4 media sockets
+# per call, the job of Kamailio + rtpengine).
 #
 #   perf/sip-bench.sh PEER_BENCH_DIR [RATES] [SECS] [SEARCH_BUDGET_S]
 #
@@ -27,8 +29,13 @@ cleanup() {
 trap cleanup EXIT
 
 [ -x target/release/intertrunk ] || cargo build --release
+config=perf/sip-bench.toml
+if [ "${BENCH_MEDIA:-0}" = 1 ]; then
+    config="$work/sip-bench-media.toml"
+    grep -v '^enable_bypass' perf/sip-bench.toml >"$config"
+fi
 start_relay() {
-    RUST_LOG=warn target/release/intertrunk run --config perf/sip-bench.toml \
+    RUST_LOG=warn target/release/intertrunk run --config "$config" \
         >"$out/relay.log" 2>&1 &
     relay_pid=$!
     for _ in $(seq 50); do
