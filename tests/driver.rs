@@ -356,6 +356,8 @@ fn empty_buffer_ring_is_refilled_and_receive_rearmed() {
     let mut cfg = config(ip, 1);
     cfg.media_buffers = 4;
     cfg.media_min_wait = Duration::from_millis(2);
+    // The whole burst must fit in the socket's queue while the ring is dry.
+    cfg.media_recv_buffer = 1 << 20;
     let (w, _) = start(cfg);
     let listen: SocketAddr = format!("{ip}:5060").parse().unwrap();
     let c = client(ip);

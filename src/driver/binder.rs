@@ -134,4 +134,29 @@ mod tests {
         let err = b.bind_pair(port.wrapping_add(2)).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EMFILE));
     }
+
+    #[test]
+    fn media_sockets_get_the_small_receive_buffer() {
+        let cfg = crate::driver::DriverConfig::new(Vec::new());
+        let mut b = MediaBinder::new("127.0.0.1".parse().unwrap(), cfg.media_recv_buffer, 4);
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port() & !1;
+        drop(probe);
+        b.bind_pair(port).unwrap();
+        let Some(BinderAction::Bound { rtp, rtcp, .. }) = b.next_action() else {
+            panic!("no bound pair queued");
+        };
+        for s in [rtp, rtcp] {
+            // Linux doubles the requested size for its bookkeeping.
+            let got = s.recv_buffer_size().unwrap();
+            assert!(
+                (cfg.media_recv_buffer..=2 * cfg.media_recv_buffer).contains(&got),
+                "{got}"
+            );
+            assert!(
+                got < cfg.recv_buffer,
+                "media queues stay far below the SIP ones"
+            );
+        }
+    }
 }

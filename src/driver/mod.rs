@@ -133,8 +133,13 @@ pub struct DriverConfig {
     pub max_media_sockets: usize,
     /// Slots of each cross-worker queue.
     pub handoff_slots: usize,
-    /// SO_RCVBUF of every socket (the kernel caps it at rmem_max).
+    /// SO_RCVBUF of the SIP sockets (the kernel caps it at rmem_max): large, to ride out stalls.
     pub recv_buffer: usize,
+    /// SO_RCVBUF of each media socket. Small on purpose: a voice stream needs a few hundred
+    /// milliseconds of slack at most, a larger queue only holds stale media after an overload
+    /// (seconds of added delay), and thousands of media sockets with megabytes each would let
+    /// a flood pin gigabytes of kernel memory.
+    pub media_recv_buffer: usize,
     /// Completions a wait asks for before `min_wait` ends it early (batching wake-ups).
     pub wait_batch: u32,
     /// Minimum wait once a completion is ready, after a turn that saw only media.
@@ -163,6 +168,7 @@ impl DriverConfig {
             max_media_sockets: 4096,
             handoff_slots: 256,
             recv_buffer: 4 << 20,
+            media_recv_buffer: 32 << 10,
             wait_batch: 64,
             media_min_wait: Duration::from_micros(300),
             sip_min_wait: Duration::from_micros(50),

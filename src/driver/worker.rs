@@ -515,7 +515,7 @@ impl<C: Core> Worker<C> {
                 dst_std: unspecified,
             })
             .collect();
-        let binder = MediaBinder::new(cfg.media_address, cfg.recv_buffer, setup.max_media);
+        let binder = MediaBinder::new(cfg.media_address, cfg.media_recv_buffer, setup.max_media);
         let stats = setup.stats.clone();
         let core = make_core(WorkerContext {
             index: setup.index,
