@@ -140,21 +140,43 @@ fn is_named(h: HeaderName, text: &[u8], len: usize) -> bool {
     let Some(f) = FOLDED.get(h as usize) else {
         return false;
     };
-    for ((&word, &mask), at) in f.words.iter().zip(&f.masks).zip([0, 8, 16]) {
-        if mask == 0 {
-            break;
-        }
-        let Some(Ok(w)) = text.get(at..at + 8).map(<[u8; 8]>::try_from) else {
-            // the name ends the text: compare octet by octet
-            return text
-                .get(..len)
-                .is_some_and(|n| eq_folded(h.as_str().as_bytes(), n));
-        };
-        if (u64::from_le_bytes(w) | FOLD) & mask != word {
-            return false;
-        }
+    let word = |at: usize| {
+        text.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(|w| u64::from_le_bytes(w) | FOLD)
+    };
+    // names are 2-20 octets: one to three words, unrolled
+    let [w0, w1, w2] = f.words;
+    let [m0, m1, m2] = f.masks;
+    let Some(x0) = word(0) else {
+        return slow_is_named(h, text, len);
+    };
+    if x0 & m0 != w0 {
+        return false;
     }
-    true
+    if len <= 8 {
+        return true;
+    }
+    let Some(x1) = word(8) else {
+        return slow_is_named(h, text, len);
+    };
+    if x1 & m1 != w1 {
+        return false;
+    }
+    if len <= 16 {
+        return true;
+    }
+    let Some(x2) = word(16) else {
+        return slow_is_named(h, text, len);
+    };
+    x2 & m2 == w2
+}
+
+/// `is_named` when the name ends the text: octet by octet.
+#[cold]
+fn slow_is_named(h: HeaderName, text: &[u8], len: usize) -> bool {
+    text.get(..len)
+        .is_some_and(|n| eq_folded(h.as_str().as_bytes(), n))
 }
 
 /// Compact forms (RFC 3261 7.3.3; `b` is RFC 3892's Referred-By).

@@ -2,7 +2,10 @@
 //! from the datagram. Parsing never allocates.
 
 use super::header::HeaderName;
-use super::scan::{find_eol, is_lws, is_token, is_ws, parse_u32, trim_lws, CommaSplit};
+use super::scan::{
+    colon_probe, find_eol, is_lws, is_token, is_ws, parse_u32, token_len, trim_lws, visible_len,
+    CommaSplit,
+};
 use super::uri::NameAddr;
 use super::via::Via;
 use super::Error;
@@ -156,15 +159,14 @@ impl Span {
     }
 }
 
-/// One indexed header field: its name, its trimmed value, and the whole field from the first
-/// octet of the name to after its line end (continuations included), for copying.
+/// One indexed header field: its name, where its line starts and its trimmed value. Eight
+/// octets: the field ends where the next one (or the empty line) starts, and the raw name is
+/// the token run at its start, so neither is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Entry {
     pub name: HeaderName,
     pub line_start: u16,
-    pub name_end: u16,
     pub value: Span,
-    pub line_end: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,9 +353,13 @@ fn parse_start_line(
     if first.is_empty() || !first.iter().all(|&b| is_token(b)) {
         return Err(Error::BadStartLine);
     }
-    let uri_end = next_sp(second_start).ok_or(Error::BadStartLine)?;
+    // a Request-URI is `scheme ":" ...` with no whitespace or control octets: it runs over
+    // visible octets to the SP before the version
+    let uri_end = second_start + visible_len(line.get(second_start..).unwrap_or(&[]));
+    if line.get(uri_end) != Some(&b' ') {
+        return Err(Error::BadStartLine);
+    }
     let uri = line.get(second_start..uri_end).unwrap_or(&[]);
-    // a Request-URI is `scheme ":" ...` with no whitespace or control octets
     let scheme_len = uri
         .iter()
         .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
@@ -361,7 +367,6 @@ fn parse_start_line(
     if scheme_len == 0
         || !uri.first().is_some_and(u8::is_ascii_alphabetic)
         || uri.get(scheme_len) != Some(&b':')
-        || uri.iter().any(|&b| b <= 0x20 || b >= 0x7f)
     {
         return Err(Error::BadStartLine);
     }
@@ -381,6 +386,28 @@ fn parse_start_line(
     })
 }
 
+/// The name and colon of a header line whose name the relay knows, found from the
+/// colon among the line's first sixteen octets; `None` sends the line to the general path.
+#[inline]
+fn known_name(buf: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
+    let (colon_at, ends) = colon_probe(buf.get(pos..)?)?;
+    // a CR would fold onto '-' in the name compare: only lines without one before the colon
+    if ends & ((1 << colon_at) - 1) != 0 {
+        return None;
+    }
+    let colon = pos + colon_at as usize;
+    let mut name_end = colon;
+    while name_end > pos && buf.get(name_end - 1).copied().is_some_and(is_ws) {
+        name_end -= 1;
+    }
+    if name_end == pos {
+        return None;
+    }
+    // a known name is made of token octets (letters and '-'), as the general path requires
+    let name = HeaderName::classify(buf.get(pos..)?, name_end - pos);
+    (name != HeaderName::Other).then_some((name, colon))
+}
+
 /// What indexing the header section found.
 struct HeaderSection {
     count: usize,
@@ -390,6 +417,7 @@ struct HeaderSection {
 
 /// Indexes the header fields from `next_line` to the empty line; kept out of `parse_with` so
 /// the per-field loop has the registers to itself.
+#[inline(never)]
 fn index_headers(
     buf: &[u8],
     mut next_line: usize,
@@ -413,22 +441,27 @@ fn index_headers(
             }
             _ => {}
         }
-        // one forward pass: token octets, optional white space, the colon, then the value
-        // up to its line end (a line starting with white space here has no field to
-        // continue)
-        let mut i = pos;
-        while buf.get(i).copied().is_some_and(is_token) {
-            i += 1;
-        }
-        let name_end = i;
-        while buf.get(i).copied().is_some_and(is_ws) {
-            i += 1;
-        }
-        if name_end == pos || buf.get(i) != Some(&b':') {
-            return Err(bad_field(buf, pos, bare_lf));
-        }
-        let colon = i;
-        i += 1;
+        // A known name is found from its colon: the first sixteen octets give the colon, the
+        // (length, first octet) table one candidate and a word compare the answer, with no
+        // octet-by-octet scan. Anything else takes the general path: token octets, optional
+        // white space, the colon (a line starting with white space here has no field to
+        // continue).
+        let (name, colon) = match known_name(buf, pos) {
+            Some(found) => found,
+            None => {
+                let mut i = pos + token_len(buf.get(pos..).unwrap_or(&[]));
+                let name_end = i;
+                while buf.get(i).copied().is_some_and(is_ws) {
+                    i += 1;
+                }
+                if name_end == pos || buf.get(i) != Some(&b':') {
+                    return Err(bad_field(buf, pos, bare_lf));
+                }
+                let name = HeaderName::classify(buf.get(pos..).unwrap_or(&[]), name_end - pos);
+                (name, i)
+            }
+        };
+        let mut i = colon + 1;
         while buf.get(i).copied().is_some_and(is_ws) {
             i += 1;
         }
@@ -466,7 +499,6 @@ fn index_headers(
         if count == max_headers {
             return Err(Error::TooManyHeaders);
         }
-        let name = HeaderName::classify(buf.get(pos..).unwrap_or(&[]), name_end - pos);
         if name == HeaderName::ContentLength {
             let cl =
                 parse_u32(buf.get(value.range()).unwrap_or(&[])).ok_or(Error::BadContentLength)?;
@@ -479,9 +511,7 @@ fn index_headers(
             *e = Entry {
                 name,
                 line_start: pos as u16,
-                name_end: name_end as u16,
                 value,
-                line_end: line_end as u16,
             };
         }
         count += 1;
@@ -555,6 +585,17 @@ impl<'b> Message<'b> {
         self.entries.get(..usize::from(self.count)).unwrap_or(&[])
     }
 
+    /// Each field with the offset after its line end (continuation lines included).
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&Entry, usize)> + '_ {
+        let ends = self
+            .entries()
+            .iter()
+            .skip(1)
+            .map(|e| usize::from(e.line_start))
+            .chain(core::iter::once(usize::from(self.blank.start)));
+        self.entries().iter().zip(ends)
+    }
+
     pub(crate) fn slice(&self, r: core::ops::Range<usize>) -> &'b [u8] {
         self.buf.get(r).unwrap_or(&[])
     }
@@ -607,7 +648,10 @@ impl<'b> Message<'b> {
     pub fn headers(&self) -> impl Iterator<Item = Header<'b>> + '_ {
         self.entries().iter().map(move |e| Header {
             name: e.name,
-            raw_name: self.slice(usize::from(e.line_start)..usize::from(e.name_end)),
+            raw_name: {
+                let rest = self.slice(usize::from(e.line_start)..self.buf.len());
+                rest.get(..token_len(rest)).unwrap_or(&[])
+            },
             value: self.entry_value(e),
         })
     }
