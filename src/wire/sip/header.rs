@@ -25,6 +25,185 @@ fn eq_folded(canon: &[u8], name: &[u8]) -> bool {
         .all(|(&x, &y)| x | 0x20 == y | 0x20)
 }
 
+/// Every named header, for the classification tables.
+const ALL: [HeaderName; 47] = {
+    use HeaderName::*;
+    [
+        Via,
+        From,
+        To,
+        CallId,
+        CSeq,
+        MaxForwards,
+        ContentLength,
+        ContentType,
+        ContentEncoding,
+        ContentDisposition,
+        Contact,
+        Route,
+        RecordRoute,
+        Supported,
+        Require,
+        ProxyRequire,
+        Unsupported,
+        Allow,
+        AllowEvents,
+        Accept,
+        Subject,
+        Event,
+        ReferTo,
+        ReferredBy,
+        SessionExpires,
+        MinSe,
+        PAssertedIdentity,
+        PPreferredIdentity,
+        Privacy,
+        HistoryInfo,
+        Diversion,
+        RetryAfter,
+        Reason,
+        Warning,
+        UserAgent,
+        Server,
+        Expires,
+        Date,
+        Timestamp,
+        RSeq,
+        RAck,
+        Identity,
+        WwwAuthenticate,
+        ProxyAuthenticate,
+        Authorization,
+        ProxyAuthorization,
+        MsDiagnostics,
+    ]
+};
+
+/// Longest canonical name (P-Preferred-Identity).
+const MAX_NAME: usize = 20;
+
+/// Candidates by name length and low five bits of the first octet (a letter's position in
+/// the alphabet, either case). At most two names share a slot.
+static CANDIDATES: [[[HeaderName; 2]; 32]; MAX_NAME + 1] = {
+    let mut t = [[[HeaderName::Other; 2]; 32]; MAX_NAME + 1];
+    let mut i = 0;
+    while i < ALL.len() {
+        let h = ALL[i];
+        let s = h.as_str().as_bytes();
+        let slot = &mut t[s.len()][(s[0] & 0x1f) as usize];
+        if matches!(slot[0], HeaderName::Other) {
+            slot[0] = h;
+        } else if matches!(slot[1], HeaderName::Other) {
+            slot[1] = h;
+        } else {
+            panic!("three header names share a classification slot");
+        }
+        i += 1;
+    }
+    t
+};
+
+/// A canonical name lower-cased into little-endian words, zero after its end, with the mask
+/// of the octets it covers (a mask of zero: no more words).
+#[derive(Clone, Copy)]
+struct Folded {
+    words: [u64; 3],
+    masks: [u64; 3],
+}
+
+static FOLDED: [Folded; ALL.len() + 1] = {
+    let mut t = [Folded {
+        words: [0; 3],
+        masks: [0; 3],
+    }; ALL.len() + 1];
+    let mut i = 0;
+    while i < ALL.len() {
+        let h = ALL[i];
+        let s = h.as_str().as_bytes();
+        let mut k = 0;
+        while k < s.len() {
+            t[h as usize].words[k / 8] |= ((s[k] | 0x20) as u64) << (8 * (k % 8));
+            t[h as usize].masks[k / 8] |= 0xff << (8 * (k % 8));
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether `text[..len]` spells `h` (a candidate of that length), case-insensitively (see
+/// `eq_folded` for why OR-ing 0x20 is exact on token octets). Reads whole words past the name
+/// when `text` has them.
+#[inline]
+fn is_named(h: HeaderName, text: &[u8], len: usize) -> bool {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    let Some(f) = FOLDED.get(h as usize) else {
+        return false;
+    };
+    let word = |at: usize| {
+        text.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(|w| u64::from_le_bytes(w) | FOLD)
+    };
+    // names are 2-20 octets: one to three words, unrolled
+    let [w0, w1, w2] = f.words;
+    let [m0, m1, m2] = f.masks;
+    let Some(x0) = word(0) else {
+        return slow_is_named(h, text, len);
+    };
+    if x0 & m0 != w0 {
+        return false;
+    }
+    if len <= 8 {
+        return true;
+    }
+    let Some(x1) = word(8) else {
+        return slow_is_named(h, text, len);
+    };
+    if x1 & m1 != w1 {
+        return false;
+    }
+    if len <= 16 {
+        return true;
+    }
+    let Some(x2) = word(16) else {
+        return slow_is_named(h, text, len);
+    };
+    x2 & m2 == w2
+}
+
+/// `is_named` when the name ends the text: octet by octet.
+#[cold]
+fn slow_is_named(h: HeaderName, text: &[u8], len: usize) -> bool {
+    text.get(..len)
+        .is_some_and(|n| eq_folded(h.as_str().as_bytes(), n))
+}
+
+/// Compact forms (RFC 3261 7.3.3; `b` is RFC 3892's Referred-By).
+#[inline]
+fn compact(c: u8) -> HeaderName {
+    use HeaderName::*;
+    match c | 0x20 {
+        b'i' => CallId,
+        b'f' => From,
+        b't' => To,
+        b'v' => Via,
+        b'm' => Contact,
+        b'l' => ContentLength,
+        b'c' => ContentType,
+        b'k' => Supported,
+        b's' => Subject,
+        b'e' => ContentEncoding,
+        b'o' => Event,
+        b'r' => ReferTo,
+        b'u' => AllowEvents,
+        b'x' => SessionExpires,
+        b'y' => Identity,
+        b'b' => ReferredBy,
+        _ => Other,
+    }
+}
+
 /// The canonical name of a header field. Names the relay never looks at are `Other`; their
 /// spelling stays available as `Header::raw_name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -142,95 +321,31 @@ impl HeaderName {
     /// case-insensitively, long or compact form
     /// (`i f t v m l c k s e o r u x y`, plus `b` for Referred-By, RFC 3892).
     pub fn parse(name: &[u8]) -> HeaderName {
-        use HeaderName::*;
-        if let [c] = name {
-            return match c.to_ascii_lowercase() {
-                b'i' => CallId,
-                b'f' => From,
-                b't' => To,
-                b'v' => Via,
-                b'm' => Contact,
-                b'l' => ContentLength,
-                b'c' => ContentType,
-                b'k' => Supported,
-                b's' => Subject,
-                b'e' => ContentEncoding,
-                b'o' => Event,
-                b'r' => ReferTo,
-                b'u' => AllowEvents,
-                b'x' => SessionExpires,
-                b'y' => Identity,
-                b'b' => ReferredBy,
-                _ => Other,
-            };
-        }
-        // One candidate per (length, lower-cased first octet), a second octet separating the
-        // four pairs that share both; then a single word-wise case-insensitive comparison.
-        let first = name.first().map_or(0, u8::to_ascii_lowercase);
-        let fold = |n: &[u8], i: usize| n.get(i).map_or(0, |b| b | 0x20);
-        let candidate = match (name.len(), first) {
-            (2, b't') => To,
-            (3, b'v') => Via,
-            (4, b'c') => CSeq,
-            (4, b'd') => Date,
-            (4, b'f') => From,
-            (4, b'r') => match fold(name, 1) {
-                b's' => RSeq,
-                _ => RAck,
-            },
-            (5, b'a') => Allow,
-            (5, b'e') => Event,
-            (5, b'r') => Route,
-            (6, b'a') => Accept,
-            (6, b'm') => MinSe,
-            (6, b'r') => Reason,
-            (6, b's') => Server,
-            (7, b'c') => match fold(name, 1) {
-                b'a' => CallId,
-                _ => Contact,
-            },
-            (7, b'e') => Expires,
-            (7, b'p') => Privacy,
-            (7, b'r') => Require,
-            (7, b's') => Subject,
-            (7, b'w') => Warning,
-            (8, b'i') => Identity,
-            (8, b'r') => ReferTo,
-            (9, b'd') => Diversion,
-            (9, b's') => Supported,
-            (9, b't') => Timestamp,
-            (10, b'u') => UserAgent,
-            (11, b'r') => match fold(name, 2) {
-                b'f' => ReferredBy,
-                _ => RetryAfter,
-            },
-            (11, b'u') => Unsupported,
-            (12, b'a') => AllowEvents,
-            (12, b'c') => ContentType,
-            (12, b'h') => HistoryInfo,
-            (12, b'm') => MaxForwards,
-            (12, b'r') => RecordRoute,
-            (13, b'a') => Authorization,
-            (13, b'p') => ProxyRequire,
-            (14, b'c') => ContentLength,
-            (14, b'm') => MsDiagnostics,
-            (15, b's') => SessionExpires,
-            (16, b'c') => ContentEncoding,
-            (16, b'w') => WwwAuthenticate,
-            (18, b'p') => ProxyAuthenticate,
-            (19, b'c') => ContentDisposition,
-            (19, b'p') => match fold(name, 1) {
-                b'-' => PAssertedIdentity,
-                _ => ProxyAuthorization,
-            },
-            (20, b'p') => PPreferredIdentity,
-            _ => return Other,
+        Self::classify(name, name.len())
+    }
+
+    /// Classifies `text[..len]`; the octets after the name (the rest of the field, in the
+    /// parser) let the comparison read whole words.
+    #[inline]
+    pub(crate) fn classify(text: &[u8], len: usize) -> HeaderName {
+        let Some(&first) = text.first() else {
+            return HeaderName::Other;
         };
-        if eq_folded(candidate.as_str().as_bytes(), name) {
-            candidate
-        } else {
-            Other
+        if len == 1 {
+            return compact(first);
         }
+        // one or two candidates per (length, first octet), then one folded comparison
+        let slot = usize::from(first & 0x1f);
+        let Some(&[a, b]) = CANDIDATES.get(len).and_then(|row| row.get(slot)) else {
+            return HeaderName::Other;
+        };
+        if a == HeaderName::Other || is_named(a, text, len) {
+            return a;
+        }
+        if b != HeaderName::Other && is_named(b, text, len) {
+            return b;
+        }
+        HeaderName::Other
     }
 
     /// Whether values of this header are comma-separated lists that may be split

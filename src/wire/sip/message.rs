@@ -2,7 +2,10 @@
 //! from the datagram. Parsing never allocates.
 
 use super::header::HeaderName;
-use super::scan::{is_token, is_ws, parse_u32, trim_lws, CommaSplit};
+use super::scan::{
+    colon_probe, find_eol, is_lws, is_token, is_ws, parse_u32, token_len, trim_lws, visible_len,
+    CommaSplit,
+};
 use super::uri::NameAddr;
 use super::via::Via;
 use super::Error;
@@ -156,15 +159,14 @@ impl Span {
     }
 }
 
-/// One indexed header field: its name, its trimmed value, and the whole field from the first
-/// octet of the name to after its line end (continuations included), for copying.
+/// One indexed header field: its name, where its line starts and its trimmed value. Eight
+/// octets: the field ends where the next one (or the empty line) starts, and the raw name is
+/// the token run at its start, so neither is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Entry {
     pub name: HeaderName,
     pub line_start: u16,
-    pub name_end: u16,
     pub value: Span,
-    pub line_end: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,13 +218,9 @@ enum LineEnd {
 
 #[inline]
 fn find_line(buf: &[u8], pos: usize, bare_lf: bool) -> LineEnd {
-    let Some(rest) = buf.get(pos..) else {
-        return LineEnd::Missing;
-    };
-    match memchr::memchr2(b'\r', b'\n', rest) {
+    match find_eol(buf, pos) {
         None => LineEnd::Missing,
-        Some(i) => {
-            let at = pos + i;
+        Some(at) => {
             if buf.get(at) == Some(&b'\r') {
                 match buf.get(at + 1) {
                     Some(b'\n') => LineEnd::Found {
@@ -241,6 +239,33 @@ fn find_line(buf: &[u8], pos: usize, bare_lf: bool) -> LineEnd {
                 LineEnd::Bad
             }
         }
+    }
+}
+
+/// The line end at or after `from`: (end of the line's content, start of the next line).
+#[inline]
+fn line_end_from(buf: &[u8], from: usize, bare_lf: bool) -> Result<(usize, usize), Error> {
+    let at = find_eol(buf, from).ok_or(Error::Truncated)?;
+    if buf.get(at) == Some(&b'\r') {
+        match buf.get(at + 1) {
+            Some(b'\n') => Ok((at, at + 2)),
+            Some(_) => Err(Error::BadHeader),
+            None => Err(Error::Truncated),
+        }
+    } else if bare_lf {
+        Ok((at, at + 1))
+    } else {
+        Err(Error::BadHeader)
+    }
+}
+
+/// The error for a header line that is not `name: value`: a line that never ends is a
+/// truncated message, any other a malformed field.
+#[cold]
+fn bad_field(buf: &[u8], pos: usize, bare_lf: bool) -> Error {
+    match find_line(buf, pos, bare_lf) {
+        LineEnd::Missing => Error::Truncated,
+        LineEnd::Found { .. } | LineEnd::Bad => Error::BadHeader,
     }
 }
 
@@ -328,9 +353,13 @@ fn parse_start_line(
     if first.is_empty() || !first.iter().all(|&b| is_token(b)) {
         return Err(Error::BadStartLine);
     }
-    let uri_end = next_sp(second_start).ok_or(Error::BadStartLine)?;
+    // a Request-URI is `scheme ":" ...` with no whitespace or control octets: it runs over
+    // visible octets to the SP before the version
+    let uri_end = second_start + visible_len(line.get(second_start..).unwrap_or(&[]));
+    if line.get(uri_end) != Some(&b' ') {
+        return Err(Error::BadStartLine);
+    }
     let uri = line.get(second_start..uri_end).unwrap_or(&[]);
-    // a Request-URI is `scheme ":" ...` with no whitespace or control octets
     let scheme_len = uri
         .iter()
         .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
@@ -338,7 +367,6 @@ fn parse_start_line(
     if scheme_len == 0
         || !uri.first().is_some_and(u8::is_ascii_alphabetic)
         || uri.get(scheme_len) != Some(&b':')
-        || uri.iter().any(|&b| b <= 0x20 || b >= 0x7f)
     {
         return Err(Error::BadStartLine);
     }
@@ -358,6 +386,144 @@ fn parse_start_line(
     })
 }
 
+/// The name and colon of a header line whose name the relay knows, found from the
+/// colon among the line's first sixteen octets; `None` sends the line to the general path.
+#[inline]
+fn known_name(buf: &[u8], pos: usize) -> Option<(HeaderName, usize)> {
+    let (colon_at, ends) = colon_probe(buf.get(pos..)?)?;
+    // a CR would fold onto '-' in the name compare: only lines without one before the colon
+    if ends & ((1 << colon_at) - 1) != 0 {
+        return None;
+    }
+    let colon = pos + colon_at as usize;
+    let mut name_end = colon;
+    while name_end > pos && buf.get(name_end - 1).copied().is_some_and(is_ws) {
+        name_end -= 1;
+    }
+    if name_end == pos {
+        return None;
+    }
+    // a known name is made of token octets (letters and '-'), as the general path requires
+    let name = HeaderName::classify(buf.get(pos..)?, name_end - pos);
+    (name != HeaderName::Other).then_some((name, colon))
+}
+
+/// What indexing the header section found.
+struct HeaderSection {
+    count: usize,
+    blank: Span,
+    content_length: Option<u32>,
+}
+
+/// Indexes the header fields from `next_line` to the empty line; kept out of `parse_with` so
+/// the per-field loop has the registers to itself.
+#[inline(never)]
+fn index_headers(
+    buf: &[u8],
+    mut next_line: usize,
+    opts: &ParseOptions,
+    entries: &mut [Entry; MAX_HEADERS],
+) -> Result<HeaderSection, Error> {
+    let lim = &opts.limits;
+    let max_headers = lim.max_headers.min(MAX_HEADERS);
+    let bare_lf = opts.allow_bare_lf;
+    let mut content_length = None;
+    let mut count = 0usize;
+    let blank = loop {
+        let pos = next_line;
+        // the empty line that ends the header section
+        match buf.get(pos) {
+            Some(b'\r') if buf.get(pos + 1) == Some(&b'\n') => {
+                break Span::new(pos, pos + 2);
+            }
+            Some(b'\n') if bare_lf => {
+                break Span::new(pos, pos + 1);
+            }
+            _ => {}
+        }
+        // A known name is found from its colon: the first sixteen octets give the colon, the
+        // (length, first octet) table one candidate and a word compare the answer, with no
+        // octet-by-octet scan. Anything else takes the general path: token octets, optional
+        // white space, the colon (a line starting with white space here has no field to
+        // continue).
+        let (name, colon) = match known_name(buf, pos) {
+            Some(found) => found,
+            None => {
+                let mut i = pos + token_len(buf.get(pos..).unwrap_or(&[]));
+                let name_end = i;
+                while buf.get(i).copied().is_some_and(is_ws) {
+                    i += 1;
+                }
+                if name_end == pos || buf.get(i) != Some(&b':') {
+                    return Err(bad_field(buf, pos, bare_lf));
+                }
+                let name = HeaderName::classify(buf.get(pos..).unwrap_or(&[]), name_end - pos);
+                (name, i)
+            }
+        };
+        let mut i = colon + 1;
+        while buf.get(i).copied().is_some_and(is_ws) {
+            i += 1;
+        }
+        let text = i;
+        let (content_end, next) = line_end_from(buf, text, bare_lf)?;
+        // continuation lines (RFC 3261 7.3.1 folding) extend the value
+        let mut value_end = content_end;
+        let mut line_end = next;
+        while matches!(buf.get(line_end), Some(b' ' | b'\t')) {
+            (value_end, line_end) = line_end_from(buf, line_end, bare_lf)?;
+            if line_end - pos > lim.max_line {
+                return Err(Error::LineTooLong);
+            }
+        }
+        if line_end - pos > lim.max_line {
+            return Err(Error::LineTooLong);
+        }
+        let value = if text < content_end {
+            // the usual field: text on its first line, so only the end needs trimming
+            let mut end = value_end;
+            while end > text && buf.get(end - 1).copied().is_some_and(is_lws) {
+                end -= 1;
+            }
+            Span::new(text, end)
+        } else {
+            // empty first line: the value (if any) starts on a continuation line
+            let v = trim_lws(buf.get(colon + 1..value_end).unwrap_or(&[]));
+            let start = if v.is_empty() {
+                value_end
+            } else {
+                super::scan::offset_in(buf, v)
+            };
+            Span::new(start, start + v.len())
+        };
+        if count == max_headers {
+            return Err(Error::TooManyHeaders);
+        }
+        if name == HeaderName::ContentLength {
+            let cl =
+                parse_u32(buf.get(value.range()).unwrap_or(&[])).ok_or(Error::BadContentLength)?;
+            if content_length.is_some_and(|c| c != cl) {
+                return Err(Error::BadContentLength);
+            }
+            content_length = Some(cl);
+        }
+        if let Some(e) = entries.get_mut(count) {
+            *e = Entry {
+                name,
+                line_start: pos as u16,
+                value,
+            };
+        }
+        count += 1;
+        next_line = line_end;
+    };
+    Ok(HeaderSection {
+        count,
+        blank,
+        content_length,
+    })
+}
+
 impl<'b> Message<'b> {
     /// Parses one datagram with the strict default options.
     pub fn parse(buf: &'b [u8]) -> Result<Self, Error> {
@@ -371,7 +537,6 @@ impl<'b> Message<'b> {
         if buf.len() > lim.max_message.min(u16::MAX as usize) {
             return Err(Error::TooLarge);
         }
-        let max_headers = lim.max_headers.min(MAX_HEADERS);
         let bare_lf = opts.allow_bare_lf;
         let mut pos = 0;
         if opts.skip_leading_crlf {
@@ -379,7 +544,7 @@ impl<'b> Message<'b> {
                 pos += 1;
             }
         }
-        let (start_end, mut pos2) = match find_line(buf, pos, bare_lf) {
+        let (start_end, pos2) = match find_line(buf, pos, bare_lf) {
             LineEnd::Found { content_end, next } => (content_end, next),
             LineEnd::Missing => return Err(Error::Truncated),
             LineEnd::Bad => return Err(Error::BadStartLine),
@@ -401,85 +566,11 @@ impl<'b> Message<'b> {
             body: Span::default(),
             content_length: None,
         };
-        let mut count = 0usize;
-        loop {
-            let pos = pos2;
-            let (content_end, next) = match find_line(buf, pos, bare_lf) {
-                LineEnd::Found { content_end, next } => (content_end, next),
-                LineEnd::Missing => return Err(Error::Truncated),
-                LineEnd::Bad => return Err(Error::BadHeader),
-            };
-            if content_end == pos {
-                msg.blank = Span::new(pos, next);
-                pos2 = next;
-                break;
-            }
-            let line = buf.get(pos..content_end).unwrap_or(&[]);
-            // one forward pass: token octets, optional white space, then the colon (a line
-            // starting with white space here has no field to continue)
-            let name_end = line
-                .iter()
-                .position(|&b| !is_token(b))
-                .unwrap_or(line.len());
-            let mut colon = name_end;
-            while line.get(colon).copied().is_some_and(is_ws) {
-                colon += 1;
-            }
-            if name_end == 0 || line.get(colon) != Some(&b':') {
-                return Err(Error::BadHeader);
-            }
-            let raw_name = line.get(..name_end).unwrap_or(&[]);
-            // continuation lines (RFC 3261 7.3.1 folding) extend the value
-            let mut value_end = content_end;
-            let mut line_end = next;
-            while matches!(buf.get(line_end), Some(b' ' | b'\t')) {
-                match find_line(buf, line_end, bare_lf) {
-                    LineEnd::Found { content_end, next } => {
-                        value_end = content_end;
-                        line_end = next;
-                    }
-                    LineEnd::Missing => return Err(Error::Truncated),
-                    LineEnd::Bad => return Err(Error::BadHeader),
-                }
-                if line_end - pos > lim.max_line {
-                    return Err(Error::LineTooLong);
-                }
-            }
-            if line_end - pos > lim.max_line {
-                return Err(Error::LineTooLong);
-            }
-            let raw_value = buf.get(pos + colon + 1..value_end).unwrap_or(&[]);
-            let value = trim_lws(raw_value);
-            let value_start = if value.is_empty() {
-                value_end
-            } else {
-                super::scan::offset_in(buf, value)
-            };
-            if count == max_headers {
-                return Err(Error::TooManyHeaders);
-            }
-            let name = HeaderName::parse(raw_name);
-            if name == HeaderName::ContentLength {
-                let cl = parse_u32(value).ok_or(Error::BadContentLength)?;
-                if msg.content_length.is_some_and(|c| c != cl) {
-                    return Err(Error::BadContentLength);
-                }
-                msg.content_length = Some(cl);
-            }
-            if let Some(e) = msg.entries.get_mut(count) {
-                *e = Entry {
-                    name,
-                    line_start: pos as u16,
-                    name_end: (pos + name_end) as u16,
-                    value: Span::new(value_start, value_start + value.len()),
-                    line_end: line_end as u16,
-                };
-            }
-            count += 1;
-            pos2 = line_end;
-        }
-        msg.count = count as u8;
-        let body_start = pos2;
+        let section = index_headers(buf, headers_start, opts, &mut msg.entries)?;
+        msg.count = section.count as u8;
+        msg.blank = section.blank;
+        msg.content_length = section.content_length;
+        let body_start = usize::from(section.blank.end);
         let available = buf.len() - body_start;
         let body_len = match msg.content_length {
             Some(cl) if cl as usize > available => return Err(Error::BadContentLength),
@@ -492,6 +583,17 @@ impl<'b> Message<'b> {
 
     pub(crate) fn entries(&self) -> &[Entry] {
         self.entries.get(..usize::from(self.count)).unwrap_or(&[])
+    }
+
+    /// Each field with the offset after its line end (continuation lines included).
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&Entry, usize)> + '_ {
+        let ends = self
+            .entries()
+            .iter()
+            .skip(1)
+            .map(|e| usize::from(e.line_start))
+            .chain(core::iter::once(usize::from(self.blank.start)));
+        self.entries().iter().zip(ends)
     }
 
     pub(crate) fn slice(&self, r: core::ops::Range<usize>) -> &'b [u8] {
@@ -546,7 +648,10 @@ impl<'b> Message<'b> {
     pub fn headers(&self) -> impl Iterator<Item = Header<'b>> + '_ {
         self.entries().iter().map(move |e| Header {
             name: e.name,
-            raw_name: self.slice(usize::from(e.line_start)..usize::from(e.name_end)),
+            raw_name: {
+                let rest = self.slice(usize::from(e.line_start)..self.buf.len());
+                rest.get(..token_len(rest)).unwrap_or(&[])
+            },
             value: self.entry_value(e),
         })
     }

@@ -265,7 +265,7 @@ pub fn rewrite_request(
         w.put(b"Max-Forwards: 70\r\n");
     }
     let (mut seen_via, mut popped_route, mut has_cl) = (false, false, false);
-    for e in msg.entries() {
+    for (e, line_end) in msg.fields() {
         if rw.strip.contains(&e.name) {
             continue;
         }
@@ -274,7 +274,7 @@ pub fn rewrite_request(
                 seen_via = true;
                 match rw.received_from {
                     Some(src) => stamp_via(&mut w, msg, e, src)?,
-                    None => copy_line(&mut w, msg, e),
+                    None => copy_line(&mut w, msg, e, line_end),
                 }
             }
             HeaderName::Route if rw.pop_route && !popped_route => {
@@ -284,7 +284,7 @@ pub fn rewrite_request(
             HeaderName::MaxForwards if decrement => {
                 w.put(msg.slice(usize::from(e.line_start)..usize::from(e.value.start)));
                 w.put_u32(mf.unwrap_or(70).saturating_sub(1));
-                w.put(msg.slice(usize::from(e.value.end)..usize::from(e.line_end)));
+                w.put(msg.slice(usize::from(e.value.end)..line_end));
             }
             HeaderName::From if rw.from_user.is_some() => {
                 replace_users(&mut w, msg, e, rw.from_user.unwrap_or_default())?;
@@ -297,10 +297,10 @@ pub fn rewrite_request(
                 if rw.body.is_some() {
                     put_content_length(&mut w, msg, e, body.len());
                 } else {
-                    copy_line(&mut w, msg, e);
+                    copy_line(&mut w, msg, e, line_end);
                 }
             }
-            _ => copy_line(&mut w, msg, e),
+            _ => copy_line(&mut w, msg, e, line_end),
         }
     }
     if !has_cl {
@@ -327,7 +327,7 @@ pub fn rewrite_response(
     let mut w = Writer::new(out);
     w.put(msg.slice(usize::from(msg.begin)..usize::from(msg.headers_start)));
     let (mut popped, mut has_cl) = (!rw.pop_via, false);
-    for e in msg.entries() {
+    for (e, line_end) in msg.fields() {
         if rw.strip.contains(&e.name) {
             continue;
         }
@@ -341,10 +341,10 @@ pub fn rewrite_response(
                 if rw.body.is_some() {
                     put_content_length(&mut w, msg, e, body.len());
                 } else {
-                    copy_line(&mut w, msg, e);
+                    copy_line(&mut w, msg, e, line_end);
                 }
             }
-            _ => copy_line(&mut w, msg, e),
+            _ => copy_line(&mut w, msg, e, line_end),
         }
     }
     if !popped {
@@ -362,6 +362,6 @@ pub fn rewrite_response(
 
 /// Copies a field byte for byte, its own line end included.
 #[inline]
-fn copy_line(w: &mut Writer<'_>, msg: &Message<'_>, e: &Entry) {
-    w.put(msg.slice(usize::from(e.line_start)..usize::from(e.line_end)));
+fn copy_line(w: &mut Writer<'_>, msg: &Message<'_>, e: &Entry, line_end: usize) {
+    w.put(msg.slice(usize::from(e.line_start)..line_end));
 }

@@ -50,6 +50,174 @@ pub(crate) fn trim_lws(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The first ':' among the first sixteen octets of `s` (its index, below 16) with the mask
+/// of the CRs and LFs among them; `None` when `s` is shorter or has no ':' there.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn colon_probe(s: &[u8]) -> Option<(u32, u32)> {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    if s.len() < 16 {
+        return None;
+    }
+    // SAFETY: `s` has at least sixteen octets, so the unaligned load stays inside it; SSE2 is
+    // in the x86_64 baseline.
+    let (colons, ends) = unsafe {
+        let v = _mm_loadu_si128(s.as_ptr().cast::<__m128i>());
+        let colon = _mm_cmpeq_epi8(v, _mm_set1_epi8(b':' as i8));
+        let cr = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8));
+        let lf = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8));
+        (
+            _mm_movemask_epi8(colon) as u32,
+            _mm_movemask_epi8(_mm_or_si128(cr, lf)) as u32,
+        )
+    };
+    (colons != 0).then(|| (colons.trailing_zeros(), ends))
+}
+
+/// The first ':' among the first sixteen octets of `s`, with the mask of CRs and LFs there.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn colon_probe(s: &[u8]) -> Option<(u32, u32)> {
+    let head = s.get(..16)?;
+    let at = head.iter().position(|&b| b == b':')?;
+    let ends = head
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\r' || b == b'\n')
+        .fold(0u32, |m, (i, _)| m | 1 << i);
+    Some((at as u32, ends))
+}
+
+/// Offset of the first CR or LF at or after `from`. Header values are 20-80 octets, too
+/// short for a general search to repay its set-up on every line: sixteen octets per step with
+/// SSE2 (part of every x86_64), eight with a word trick elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn find_eol(buf: &[u8], from: usize) -> Option<usize> {
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    let rest = buf.get(from..)?;
+    let mut at = 0;
+    while at + 16 <= rest.len() {
+        // SAFETY: `at + 16 <= rest.len()`, so the sixteen octets loaded (unaligned) lie inside
+        // `rest`; SSE2 is in the x86_64 baseline, so the instructions exist on every target.
+        let hits = unsafe {
+            let v = _mm_loadu_si128(rest.as_ptr().add(at).cast::<__m128i>());
+            let cr = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8));
+            let lf = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8));
+            _mm_movemask_epi8(_mm_or_si128(cr, lf))
+        };
+        if hits != 0 {
+            return Some(from + at + hits.trailing_zeros() as usize);
+        }
+        at += 16;
+    }
+    rest.get(at..)?
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|j| from + at + j)
+}
+
+/// Offset of the first CR or LF at or after `from`, eight octets at a time.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn find_eol(buf: &[u8], from: usize) -> Option<usize> {
+    find_eol_words(buf, from)
+}
+
+/// The portable line-end search: eight octets per step.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline]
+pub(crate) fn find_eol_words(buf: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let rest = buf.get(from..)?;
+    let mut at = from;
+    let mut words = rest.chunks_exact(8);
+    for w in words.by_ref() {
+        let Ok(a) = <[u8; 8]>::try_from(w) else {
+            break;
+        };
+        let x = u64::from_le_bytes(a);
+        // flags the octets below 0x20; the lowest flag is exact (a borrow only runs upwards
+        // from an octet that is itself flagged)
+        let flags = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if flags != 0 {
+            let i = at + (flags.trailing_zeros() / 8) as usize;
+            if matches!(buf.get(i), Some(b'\r' | b'\n')) {
+                return Some(i);
+            }
+            // another control octet (HT inside a value): finish octet by octet
+            return buf
+                .get(i..)
+                .and_then(|r| memchr::memchr2(b'\r', b'\n', r))
+                .map(|j| i + j);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|j| at + j)
+}
+
+/// Length of the leading run of visible octets (0x21..=0x7e), eight at a time: a
+/// Request-URI is 40-80 of them.
+#[inline]
+pub(crate) fn visible_len(s: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = s.chunks_exact(8);
+    let mut at = 0;
+    for w in words.by_ref() {
+        let Ok(a) = <[u8; 8]>::try_from(w) else {
+            break;
+        };
+        let x = u64::from_le_bytes(a);
+        // below 0x21 (exact at the lowest flag: borrows run upwards from a flagged octet), or
+        // above 0x7e (0x7f + 1 sets the high bit; octets with it set are flagged by `| x`, and
+        // only 0xff carries, upwards from a flagged octet)
+        let low = x.wrapping_sub(ONES * 0x21) & !x;
+        let high = x.wrapping_add(ONES) | x;
+        let flags = (low | high) & HIGH;
+        if flags != 0 {
+            return at + (flags.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + words
+        .remainder()
+        .iter()
+        .position(|&b| !(0x21..0x7f).contains(&b))
+        .unwrap_or(words.remainder().len())
+}
+
+/// Length of the leading run of token octets; four table look-ups per step (header names
+/// are 2-20 octets, mostly over four).
+#[inline]
+pub(crate) fn token_len(s: &[u8]) -> usize {
+    let mut quads = s.chunks_exact(4);
+    let mut at = 0;
+    for q in quads.by_ref() {
+        if let [a, b, c, d] = *q {
+            if !(is_token(a) & is_token(b) & is_token(c) & is_token(d)) {
+                break;
+            }
+        }
+        at += 4;
+    }
+    at + s
+        .get(at..)
+        .unwrap_or(&[])
+        .iter()
+        .position(|&b| !is_token(b))
+        .unwrap_or(s.len() - at)
+}
+
 pub(crate) fn skip_lws(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
     s.get(start..).unwrap_or(&[])
@@ -286,6 +454,82 @@ mod tests {
             find_param(b";lr;USER=phone", b"user"),
             Some(Some(&b"phone"[..]))
         );
+    }
+
+    #[test]
+    fn line_end_search_agrees_with_memchr() {
+        let mut buf = [b'a'; 70];
+        for len in 0..buf.len() {
+            for at in 0..=len {
+                for from in [0, 1, 7, 8, 15, 16, 17] {
+                    for mark in [b'\r', b'\n', b'\t', 0, 0x1f] {
+                        buf.fill(b'a');
+                        buf[8] = b'\t';
+                        buf[9] = 0xc3;
+                        if at < len {
+                            buf[at] = mark;
+                        }
+                        let b = &buf[..len];
+                        let want = b
+                            .get(from..)
+                            .and_then(|r| memchr::memchr2(b'\r', b'\n', r))
+                            .map(|j| from + j);
+                        assert_eq!(find_eol(b, from), want, "{len} {at} {from} {mark}");
+                        assert_eq!(find_eol_words(b, from), want, "{len} {at} {from} {mark}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn visible_run_agrees_with_octet_scan() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for b in [0u8, 0x09, 0x20, 0x21, 0x7e, 0x7f, 0x80, 0xfe, 0xff] {
+                    let mut s = vec![b'a'; len];
+                    if at < len {
+                        s[at] = b;
+                    }
+                    if at + 1 < len {
+                        s[at + 1] = 0x7e;
+                    }
+                    let want = s
+                        .iter()
+                        .position(|&c| !(0x21..0x7f).contains(&c))
+                        .unwrap_or(len);
+                    assert_eq!(visible_len(&s), want, "{len} {at} {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn token_run_agrees_with_octet_scan() {
+        for len in 0..20 {
+            for at in 0..=len {
+                for b in [b':', b' ', b'a', 0xff, b'-'] {
+                    let mut s = vec![b'Z'; len];
+                    if at < len {
+                        s[at] = b;
+                    }
+                    let want = s.iter().position(|&c| !is_token(c)).unwrap_or(len);
+                    assert_eq!(token_len(&s), want, "{len} {at} {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn colon_probe_finds_the_first_colon() {
+        assert_eq!(colon_probe(b"Via: SIP/2.0/UDP h"), Some((3, 0)));
+        assert_eq!(
+            colon_probe(b"Via: x\r\nTo: <sip:a@b>"),
+            Some((3, 0b1100_0000))
+        );
+        assert_eq!(colon_probe(b"V\r: x:yyyyyyyyyyyyyy"), Some((2, 0b10)));
+        assert_eq!(colon_probe(b"P-Preferred-Identity: <sip:a@b>"), None);
+        assert_eq!(colon_probe(b"Via: x"), None, "fewer than sixteen octets");
     }
 
     #[test]

@@ -1201,6 +1201,54 @@ fn torture_invalid_messages_give_the_matching_error() {
 }
 
 #[test]
+fn known_names_take_the_fast_path_without_loosening_it() {
+    let parse = |raw: &[u8]| Message::parse(raw).map(|_| ());
+    // a CR where a known name has '-' folds onto '-' in the word compare: still malformed
+    assert_eq!(
+        parse(b"OPTIONS sip:a SIP/2.0\r\nCall\rID: abc@h\r\n\r\n"),
+        Err(Error::BadHeader)
+    );
+    assert_eq!(
+        parse(b"OPTIONS sip:a SIP/2.0\r\nMax\rForwards: 70\r\n\r\n"),
+        Err(Error::BadHeader)
+    );
+    // white space before the colon, odd case, a compact form, a name past sixteen octets, a
+    // name that is not a token and one that only looks like a known name
+    let raw = b"OPTIONS sip:a SIP/2.0\r\nvIA \t: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+i  :  abc@h  \r\nP-Asserted-Identity: <sip:1@h>\r\nX-Call-ID: x\r\nCall-IDs: y\r\n\
+l:0\r\n\r\n";
+    let m = Message::parse(raw).unwrap();
+    let names: Vec<_> = m.headers().map(|h| (h.name, h.raw_name, h.value)).collect();
+    assert_eq!(
+        names,
+        vec![
+            (
+                HeaderName::Via,
+                &b"vIA"[..],
+                &b"SIP/2.0/UDP h;branch=z9hG4bK1"[..]
+            ),
+            (HeaderName::CallId, b"i", b"abc@h"),
+            (
+                HeaderName::PAssertedIdentity,
+                b"P-Asserted-Identity",
+                b"<sip:1@h>"
+            ),
+            (HeaderName::Other, b"X-Call-ID", b"x"),
+            (HeaderName::Other, b"Call-IDs", b"y"),
+            (HeaderName::ContentLength, b"l", b"0"),
+        ]
+    );
+    assert_eq!(
+        parse(b"OPTIONS sip:a SIP/2.0\r\nVia(x): SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"),
+        Err(Error::BadHeader)
+    );
+    assert_eq!(
+        parse(b"OPTIONS sip:a SIP/2.0\r\nVi a: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n"),
+        Err(Error::BadHeader)
+    );
+}
+
+#[test]
 fn framing_errors_and_limits() {
     let parse = |raw: &[u8]| Message::parse(raw).map(|_| ());
     assert_eq!(parse(b""), Err(Error::Truncated));
