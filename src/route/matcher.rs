@@ -1,15 +1,21 @@
-//! The per-usage number matcher: a byte trie for patterns that are a literal prefix plus an
-//! optional class run (`^\+1206555\d{4}$`, `^\+44`, `^(\+1|1)?425\d+$`), and one `RegexSet`
-//! for every other pattern. A lookup walks the trie along the number once (at most one step
-//! per character, however many routes there are) and runs one set, so its cost does not grow
-//! with the number of literal-prefix routes.
+//! The number matcher of a table: a byte trie for patterns that are a literal prefix plus an
+//! optional class run (`^\+1206555\d{4}$`, `^\+44`, `^(\+1|1)?425\d+$`). Every other
+//! pattern hangs in a trie too, under the literal prefixes any of its matches must start with
+//! (regex-syntax's prefix extraction: `^\+44[2-9]20\d+$` under `+44220` .. `+44920`), and is
+//! run, as a DFA, only when the number walks to one of them. Anchored patterns (`^`) hang in
+//! the main trie; unanchored ones in a second trie walked from every position of the number.
+//! A lookup so touches the routes that could match the number, not the table: its cost does
+//! not grow with the number of routes.
 //!
 //! The analysis works on the pattern's HIR from regex-syntax, the same parse the regex crate
 //! makes, so a trie entry matches exactly the numbers the regex would.
 
 use std::collections::HashMap;
 
-use regex::RegexSet;
+use regex_automata::dfa::{dense, sparse, Automaton};
+use regex_automata::nfa::thompson::{self, WhichCaptures};
+use regex_automata::Input;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use smallvec::SmallVec;
 
@@ -304,12 +310,21 @@ impl Tail {
     }
 }
 
+/// How an entry checks the rest of the number once the walk reached its node.
+#[derive(Clone, Copy)]
+enum Check {
+    /// The literal prefix is the pattern's; the rest must fit the tail.
+    Tail(Tail),
+    /// The prefix is only necessary: run verifier `n` on the whole number.
+    Regex(u32),
+}
+
 #[derive(Clone, Copy)]
 struct Entry {
     usage: u16,
     rank: u32,
     route: RouteId,
-    tail: Tail,
+    check: Check,
 }
 
 /// A trie node. Nodes are laid out breadth first, so the children of a node are contiguous
@@ -325,51 +340,120 @@ struct Node {
     n_entries: u32,
 }
 
-/// The matcher of a whole table: one trie for the literal-prefix patterns of every PSTN usage
-/// (a lookup walks it once per number, not once per usage), and one `RegexSet` per usage for
-/// the other patterns. `rank` orders a usage's routes by priority, then file order.
 #[derive(Default)]
-pub(crate) struct Matcher {
+struct Trie {
     nodes: Vec<Node>,
     entries: Vec<Entry>,
-    sets: Vec<Option<UsageSet>>,
 }
 
-struct UsageSet {
-    set: RegexSet,
-    /// Rank and route of each pattern of `set`.
-    routes: Vec<(u32, RouteId)>,
+/// A pattern outside the trie's shapes, compiled for one question: does it match anywhere in
+/// the number. A DFA needs no per-thread cache (no pool, no lock on the lookup path); a
+/// pattern a DFA cannot take within the size limit (e.g. a Unicode `\b`) falls back to the
+/// regex crate.
+pub(crate) enum Verifier {
+    Dfa(sparse::DFA<Vec<u8>>),
+    Regex(regex::Regex),
 }
 
-pub(crate) struct MatcherBuilder {
-    // Build-time trie: sorted children per node.
-    children: Vec<Vec<(u8, u32)>>,
-    entries: Vec<Vec<Entry>>,
-    general: Vec<Vec<(u32, RouteId, String)>>,
-}
+/// Determinizing stops beyond this, and the pattern uses the regex crate instead.
+const DFA_LIMIT: usize = 1 << 20;
 
-impl MatcherBuilder {
-    pub(crate) fn new(usages: usize, routes: usize) -> Self {
-        // About five new nodes per literal route (a carrier's prefixes share their heads).
-        let mut children = Vec::with_capacity(1 + routes * 5);
-        let mut entries = Vec::with_capacity(1 + routes * 5);
-        children.push(Vec::new());
-        entries.push(Vec::new());
-        MatcherBuilder {
-            children,
-            entries,
-            general: (0..usages).map(|_| Vec::new()).collect(),
+impl Verifier {
+    pub(crate) fn new(hir: &Hir, pattern: &str) -> Result<Verifier, regex::Error> {
+        let dfa = thompson::Compiler::new()
+            .configure(thompson::Config::new().which_captures(WhichCaptures::None))
+            .build_from_hir(hir)
+            .ok()
+            .and_then(|nfa| {
+                dense::Builder::new()
+                    .configure(
+                        dense::Config::new()
+                            .dfa_size_limit(Some(DFA_LIMIT))
+                            .determinize_size_limit(Some(DFA_LIMIT)),
+                    )
+                    .build_from_nfa(&nfa)
+                    .ok()
+            })
+            .and_then(|d| d.to_sparse().ok());
+        match dfa {
+            Some(d) => Ok(Verifier::Dfa(d)),
+            None => regex::Regex::new(pattern).map(Verifier::Regex),
         }
     }
 
-    pub(crate) fn add_literal(
-        &mut self,
-        usage: u16,
-        rank: u32,
-        route: RouteId,
-        prefix: &[u8],
-        tail: Tail,
-    ) {
+    #[inline]
+    fn is_match(&self, number: &str) -> bool {
+        match self {
+            // Errors only come from quit bytes and start kinds this DFA is not built with.
+            Verifier::Dfa(d) => matches!(
+                d.try_search_fwd(&Input::new(number).earliest(true)),
+                Ok(Some(_))
+            ),
+            Verifier::Regex(r) => r.is_match(number),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Verifier::Dfa(d) => d.memory_usage(),
+            // Not exposed by the regex crate; a small compiled pattern is a few KB.
+            Verifier::Regex(_) => 4096,
+        }
+    }
+}
+
+/// The literal prefixes every match of `hir` starts with, without any that extends another
+/// (the shorter one already leads there), and whether a match must start at the beginning of
+/// the number. An empty list: no usable prefix (the pattern is tried on every number).
+pub(crate) fn required_prefixes(hir: &Hir) -> (Vec<Vec<u8>>, bool) {
+    let anchored = hir.properties().look_set_prefix().contains(Look::Start);
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+    let Some(lits) = seq.literals() else {
+        return (Vec::new(), anchored);
+    };
+    let mut v: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+    if v.iter().any(Vec::is_empty) {
+        return (Vec::new(), anchored);
+    }
+    v.sort_unstable();
+    v.dedup();
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(v.len());
+    for l in v {
+        if out.last().is_some_and(|k| l.starts_with(k)) {
+            continue;
+        }
+        out.push(l);
+    }
+    (out, anchored)
+}
+
+/// The matcher of a whole table: one trie for the anchored patterns of every PSTN usage (a
+/// lookup walks it once per number, not once per usage), one for the unanchored general
+/// patterns, and the verifiers of the general patterns. `rank` orders a usage's routes by
+/// priority, then file order.
+#[derive(Default)]
+pub(crate) struct Matcher {
+    anchored: Trie,
+    floating: Trie,
+    verifiers: Vec<Verifier>,
+}
+
+/// A trie under construction: sorted children per node.
+struct TrieBuilder {
+    children: Vec<Vec<(u8, u32)>>,
+    entries: Vec<Vec<Entry>>,
+}
+
+impl TrieBuilder {
+    fn new(capacity: usize) -> Self {
+        let mut children = Vec::with_capacity(capacity);
+        let mut entries = Vec::with_capacity(capacity);
+        children.push(Vec::new());
+        entries.push(Vec::new());
+        TrieBuilder { children, entries }
+    }
+
+    fn add(&mut self, prefix: &[u8], e: Entry) {
         let mut node = 0usize;
         for &b in prefix {
             let kids = &mut self.children[node];
@@ -384,29 +468,17 @@ impl MatcherBuilder {
                 }
             };
         }
-        self.entries[node].push(Entry {
-            usage,
-            rank,
-            route,
-            tail,
-        });
+        self.entries[node].push(e);
     }
 
-    pub(crate) fn add_general(&mut self, usage: u16, rank: u32, route: RouteId, pattern: &str) {
-        if let Some(g) = self.general.get_mut(usage as usize) {
-            g.push((rank, route, pattern.to_owned()));
-        }
-    }
-
-    /// The matcher; on error, the usage whose patterns do not compile together.
-    pub(crate) fn finish(mut self) -> Result<Matcher, Vec<(usize, regex::Error)>> {
+    /// Lays the trie out breadth first.
+    fn finish(mut self) -> Trie {
         let n = self.children.len();
-        let mut m = Matcher {
+        let mut t = Trie {
             nodes: Vec::with_capacity(n),
             entries: Vec::with_capacity(self.entries.iter().map(Vec::len).sum()),
-            sets: Vec::with_capacity(self.general.len()),
         };
-        // Breadth-first: `order[k]` is the build node that becomes node k.
+        // `order[k]` is the build node that becomes node k.
         let mut order: Vec<u32> = Vec::with_capacity(n);
         let mut keys: Vec<u8> = Vec::with_capacity(n);
         order.push(0);
@@ -415,41 +487,100 @@ impl MatcherBuilder {
         while let Some(&old) = order.get(k) {
             let kids = std::mem::take(&mut self.children[old as usize]);
             let es = std::mem::take(&mut self.entries[old as usize]);
-            m.nodes.push(Node {
+            t.nodes.push(Node {
                 key: keys[k],
                 n_children: kids.len() as u16,
                 first_child: order.len() as u32,
-                entries: m.entries.len() as u32,
+                entries: t.entries.len() as u32,
                 n_entries: es.len() as u32,
             });
-            m.entries.extend(es);
+            t.entries.extend(es);
             for (b, to) in kids {
                 order.push(to);
                 keys.push(b);
             }
             k += 1;
         }
-        let mut errors = Vec::new();
-        for (u, general) in self.general.into_iter().enumerate() {
-            if general.is_empty() {
-                m.sets.push(None);
-                continue;
-            }
-            match RegexSet::new(general.iter().map(|(_, _, p)| p)) {
-                Ok(set) => m.sets.push(Some(UsageSet {
-                    set,
-                    routes: general.iter().map(|&(r, id, _)| (r, id)).collect(),
-                })),
-                Err(e) => {
-                    errors.push((u, e));
-                    m.sets.push(None);
-                }
-            }
+        t
+    }
+}
+
+pub(crate) struct MatcherBuilder {
+    anchored: TrieBuilder,
+    floating: TrieBuilder,
+    verifiers: Vec<Verifier>,
+}
+
+impl MatcherBuilder {
+    pub(crate) fn new(routes: usize) -> Self {
+        // About five new nodes per literal route (a carrier's prefixes share their heads).
+        MatcherBuilder {
+            anchored: TrieBuilder::new(1 + routes * 5),
+            floating: TrieBuilder::new(1),
+            verifiers: Vec::new(),
         }
-        if errors.is_empty() {
-            Ok(m)
+    }
+
+    pub(crate) fn add_literal(
+        &mut self,
+        usage: u16,
+        rank: u32,
+        route: RouteId,
+        prefix: &[u8],
+        tail: Tail,
+    ) {
+        self.anchored.add(
+            prefix,
+            Entry {
+                usage,
+                rank,
+                route,
+                check: Check::Tail(tail),
+            },
+        );
+    }
+
+    /// Adds a compiled general pattern; returns its index for [`MatcherBuilder::add_general`].
+    pub(crate) fn add_verifier(&mut self, v: Verifier) -> u32 {
+        self.verifiers.push(v);
+        (self.verifiers.len() - 1) as u32
+    }
+
+    /// Hangs verifier `v` of a route under each of its required `prefixes`.
+    pub(crate) fn add_general(
+        &mut self,
+        usage: u16,
+        rank: u32,
+        route: RouteId,
+        v: u32,
+        (prefixes, anchored): &(Vec<Vec<u8>>, bool),
+    ) {
+        let e = Entry {
+            usage,
+            rank,
+            route,
+            check: Check::Regex(v),
+        };
+        // No prefix: the root, which every walk visits (the anchored walk is done once).
+        if prefixes.is_empty() {
+            self.anchored.add(b"", e);
+            return;
+        }
+        let trie = if *anchored {
+            &mut self.anchored
         } else {
-            Err(errors)
+            &mut self.floating
+        };
+        for p in prefixes {
+            trie.add(p, e);
+        }
+    }
+
+    pub(crate) fn finish(self) -> Matcher {
+        Matcher {
+            anchored: self.anchored.finish(),
+            floating: self.floating.finish(),
+            verifiers: self.verifiers,
         }
     }
 }
@@ -459,20 +590,18 @@ pub(crate) type TrieHits = SmallVec<[(u16, u32, RouteId); 16]>;
 /// Matching routes of one usage, as (rank, route).
 pub(crate) type Hits = SmallVec<[(u32, RouteId); 16]>;
 
-impl Matcher {
-    /// The trie routes of every usage whose pattern matches `number`.
-    pub(crate) fn trie_matches(&self, classes: &[CharClass], number: &str, out: &mut TrieHits) {
-        let bytes = number.as_bytes();
+impl Trie {
+    /// Visits the entries on the path of `bytes` from the root, with the rest of the number
+    /// after each node.
+    #[inline]
+    fn walk(&self, bytes: &[u8], mut visit: impl FnMut(&Entry, usize)) {
         let mut node = 0usize;
         let mut depth = 0usize;
         while let Some(n) = self.nodes.get(node) {
-            let es = n.entries as usize..(n.entries + n.n_entries) as usize;
-            if let Some(entries) = self.entries.get(es) {
-                let rest = number.get(depth..).unwrap_or("");
-                for e in entries {
-                    if e.tail.matches(classes, rest) {
-                        out.push((e.usage, e.rank, e.route));
-                    }
+            if n.n_entries > 0 {
+                let es = n.entries as usize..(n.entries + n.n_entries) as usize;
+                for e in self.entries.get(es).unwrap_or(&[]) {
+                    visit(e, depth);
                 }
             }
             let Some(&b) = bytes.get(depth) else { break };
@@ -488,51 +617,72 @@ impl Matcher {
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.nodes.first().is_none_or(|n| n.n_children == 0 && n.n_entries == 0)
+    }
+}
+
+impl Matcher {
+    /// Every route of every usage whose pattern matches `number` (a route can appear more
+    /// than once when several of its prefixes lie on the number's path).
+    pub(crate) fn trie_matches(&self, classes: &[CharClass], number: &str, out: &mut TrieHits) {
+        let bytes = number.as_bytes();
+        self.anchored.walk(bytes, |e, depth| {
+            let hit = match e.check {
+                Check::Tail(t) => t.matches(classes, number.get(depth..).unwrap_or("")),
+                Check::Regex(v) => self.verify(v, number),
+            };
+            if hit {
+                out.push((e.usage, e.rank, e.route));
+            }
+        });
+        if self.floating.is_empty() {
+            return;
+        }
+        // An unanchored pattern can match from any position (the root has no entries).
+        for start in 0..bytes.len() {
+            let Some(rest) = bytes.get(start..) else { break };
+            self.floating.walk(rest, |e, _| {
+                if let Check::Regex(v) = e.check {
+                    if self.verify(v, number) {
+                        out.push((e.usage, e.rank, e.route));
+                    }
+                }
+            });
+        }
+    }
+
+    #[inline]
+    fn verify(&self, v: u32, number: &str) -> bool {
+        self.verifiers
+            .get(v as usize)
+            .is_some_and(|v| v.is_match(number))
+    }
+
     /// The routes of `usage` whose pattern matches `number`, in rank order, each once;
     /// `trie` is what [`Matcher::trie_matches`] found for the number.
-    pub(crate) fn usage_matches(
-        &self,
-        usage: u16,
-        number: &str,
-        trie: &TrieHits,
-        scratch: &mut Vec<bool>,
-        hits: &mut Hits,
-    ) {
+    pub(crate) fn usage_matches(&self, usage: u16, trie: &TrieHits, hits: &mut Hits) {
         hits.clear();
         hits.extend(
             trie.iter()
                 .filter(|h| h.0 == usage)
                 .map(|&(_, rank, route)| (rank, route)),
         );
-        if let Some(Some(us)) = self.sets.get(usage as usize) {
-            if us.set.is_match(number) {
-                scratch.clear();
-                scratch.resize(us.set.len(), false);
-                us.set.matches_read_at(scratch, number, 0);
-                for (i, &hit) in scratch.iter().enumerate() {
-                    if hit {
-                        if let Some(&r) = us.routes.get(i) {
-                            hits.push(r);
-                        }
-                    }
-                }
-            }
-        }
         hits.sort_unstable_by_key(|&(rank, _)| rank);
-        // A pattern with several literal alternatives can hit on more than one trie node.
+        // A pattern with several prefixes can hit on more than one trie node.
         hits.dedup_by_key(|h| h.0);
     }
 
     /// Approximate heap bytes held, for reports.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self
-                .sets
-                .iter()
-                .flatten()
-                .map(|s| s.routes.capacity() * 8)
-                .sum::<usize>()
+        [&self.anchored, &self.floating]
+            .iter()
+            .map(|t| {
+                t.nodes.capacity() * std::mem::size_of::<Node>()
+                    + t.entries.capacity() * std::mem::size_of::<Entry>()
+            })
+            .sum::<usize>()
+            + self.verifiers.iter().map(Verifier::heap_bytes).sum::<usize>()
     }
 }
 

@@ -120,7 +120,6 @@ pub struct Candidate {
 pub struct RoundRobin {
     generation: u64,
     next: Vec<u32>,
-    scratch: Vec<bool>,
 }
 
 impl RoundRobin {
@@ -191,6 +190,14 @@ impl Rule {
 struct DialPlanC {
     identity: String,
     rules: Vec<Rule>,
+}
+
+/// A route's pattern as the matcher takes it.
+enum Pattern {
+    /// Literal prefixes with their tail.
+    Literal(Vec<(Vec<Vec<u8>>, matcher::Tail)>),
+    /// Verifier index and required prefixes (anchored or not).
+    General(u32, (Vec<Vec<u8>>, bool)),
 }
 
 struct RouteInfo {
@@ -365,6 +372,7 @@ impl RouteTable {
         let mut per_usage: Vec<Vec<u32>> = vec![Vec::new(); cfg.voice.pstn_usages.len()];
         let mut routes = Vec::with_capacity(cfg.voice_route.len());
         let mut classes = Classes::default();
+        let mut b = MatcherBuilder::new(cfg.voice_route.len());
         let mut analysed = Vec::with_capacity(cfg.voice_route.len());
         let mut literal_routes = 0;
         for (i, r) in cfg.voice_route.iter().enumerate() {
@@ -383,53 +391,61 @@ impl RouteTable {
                     per_usage[u as usize].push(i as u32);
                 }
             }
-            let lit = parse_pattern(&r.number_pattern)
-                .ok()
-                .and_then(|p| matcher::analyze(&p.hir))
-                .and_then(|lits| {
-                    lits.into_iter()
-                        .map(|l| classes.tail(&l).map(|t| (l.prefixes, t)))
-                        .collect::<Option<Vec<_>>>()
-                });
-            literal_routes += usize::from(lit.is_some());
-            analysed.push(lit);
+            let hir = match parse_pattern(&r.number_pattern) {
+                Ok(p) => p.hir,
+                Err(e) => {
+                    diags.push(Diagnostic::new(None, Some(&r.identity), e));
+                    analysed.push(None);
+                    continue;
+                }
+            };
+            let lit = matcher::analyze(&hir).and_then(|lits| {
+                lits.into_iter()
+                    .map(|l| classes.tail(&l).map(|t| (l.prefixes, t)))
+                    .collect::<Option<Vec<_>>>()
+            });
+            match lit {
+                Some(lit) => {
+                    literal_routes += 1;
+                    analysed.push(Some(Pattern::Literal(lit)));
+                }
+                None => match matcher::Verifier::new(&hir, &r.number_pattern) {
+                    Ok(v) => analysed.push(Some(Pattern::General(
+                        b.add_verifier(v),
+                        matcher::required_prefixes(&hir),
+                    ))),
+                    Err(e) => {
+                        diags.push(Diagnostic::new(
+                            None,
+                            Some(&r.identity),
+                            format!("`number_pattern` does not compile: {e}"),
+                        ));
+                        analysed.push(None);
+                    }
+                },
+            }
         }
-        let mut b = MatcherBuilder::new(per_usage.len(), literal_routes);
         for (u, mut list) in per_usage.into_iter().enumerate() {
             let u16_ = u as u16;
             list.sort_by_key(|&r| (cfg.voice_route[r as usize].priority, r));
             for (rank, &r) in list.iter().enumerate() {
                 let rank = rank as u32;
                 match &analysed[r as usize] {
-                    Some(lits) => {
+                    Some(Pattern::Literal(lits)) => {
                         for (prefixes, tail) in lits {
                             for p in prefixes {
                                 b.add_literal(u16_, rank, RouteId(r), p, *tail);
                             }
                         }
                     }
-                    None => b.add_general(
-                        u16_,
-                        rank,
-                        RouteId(r),
-                        &cfg.voice_route[r as usize].number_pattern,
-                    ),
+                    Some(Pattern::General(v, prefixes)) => {
+                        b.add_general(u16_, rank, RouteId(r), *v, prefixes)
+                    }
+                    None => {}
                 }
             }
         }
-        let matcher = match b.finish() {
-            Ok(m) => m,
-            Err(errors) => {
-                for (u, e) in errors {
-                    diags.push(Diagnostic::new(
-                        None,
-                        Some(&cfg.voice.pstn_usages[u]),
-                        format!("the number patterns of this usage's routes do not compile together: {e}"),
-                    ));
-                }
-                Matcher::default()
-            }
-        };
+        let matcher = b.finish();
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -533,9 +549,9 @@ impl RouteTable {
         rr: &mut RoundRobin,
     ) -> Decision {
         rr.bind(self);
-        let RoundRobin { next, scratch, .. } = rr;
+        let next = &mut rr.next;
         let mut rot = |route: RouteId, len: usize| take_turn(next, route, len);
-        self.run(source, called, calling, &mut rot, scratch, None)
+        self.run(source, called, calling, &mut rot, None)
     }
 
     /// The decision of [`RouteTable::decide`] step by step, for `test-intertrunk-routing`.
@@ -557,15 +573,7 @@ impl RouteTable {
             sip_status: 0,
             lync_diagnostic: None,
         };
-        let mut scratch = Vec::new();
-        let d = self.run(
-            source,
-            called,
-            calling,
-            &mut |_, _| 0,
-            &mut scratch,
-            Some(&mut trace),
-        );
+        let d = self.run(source, called, calling, &mut |_, _| 0, Some(&mut trace));
         trace.outcome = match &d {
             Decision::Route(_) => Outcome::Route,
             Decision::NoRoute => Outcome::NoRoute,
@@ -584,7 +592,6 @@ impl RouteTable {
         called: &str,
         calling: &str,
         rot: &mut dyn FnMut(RouteId, usize) -> usize,
-        scratch: &mut Vec<bool>,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
         let Some(trunk) = self.trunks.get(source.0 as usize) else {
@@ -624,8 +631,7 @@ impl RouteTable {
                 .trie_matches(&self.classes, &normalized, &mut trie);
         }
         for &usage in &trunk.pstn_usages {
-            self.matcher
-                .usage_matches(usage.0, &normalized, &trie, scratch, &mut hits);
+            self.matcher.usage_matches(usage.0, &trie, &mut hits);
             let mut ut = trace.as_ref().map(|_| UsageTrace {
                 usage: self.usage_name(usage).to_owned(),
                 routes: Vec::new(),
