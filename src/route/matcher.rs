@@ -268,6 +268,9 @@ impl Classes {
 
     /// The tail of `lit`, or None when it cannot be represented (then use the regex).
     pub(crate) fn tail(&mut self, lit: &Literal) -> Option<Tail> {
+        if lit.prefixes.iter().any(|p| p.len() > MAX_KEY) {
+            return None;
+        }
         let class = match &lit.class {
             Some(r) => self.intern(r.clone())?,
             None => NO_CLASS,
@@ -412,7 +415,7 @@ pub(crate) fn required_prefixes(hir: &Hir) -> (Vec<Vec<u8>>, bool) {
         return (Vec::new(), anchored);
     };
     let mut v: Vec<Vec<u8>> = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
-    if v.iter().any(Vec::is_empty) {
+    if v.iter().any(|l| l.is_empty() || l.len() > MAX_KEY) {
         return (Vec::new(), anchored);
     }
     v.sort_unstable();
@@ -433,9 +436,198 @@ pub(crate) fn required_prefixes(hir: &Hir) -> (Vec<Vec<u8>>, bool) {
 /// priority, then file order.
 #[derive(Default)]
 pub(crate) struct Matcher {
-    anchored: Trie,
+    anchored: PrefixTable,
     floating: Trie,
     verifiers: Vec<Verifier>,
+}
+
+/// The anchored patterns, keyed by literal prefix: a lookup probes the hash of each prefix
+/// of the number whose length some key has. Unlike a trie walk, where each step waits for
+/// the node the previous one found (at 100k routes, a cache miss per digit), the probes do
+/// not depend on one another, so the CPU overlaps their misses.
+#[derive(Default)]
+struct PrefixTable {
+    /// Open addressing, linear probing, a power of two long (or empty).
+    slots: Vec<Slot>,
+    shift: u32,
+    /// The bytes of every key, each key once.
+    keys: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Entries of the empty prefix (patterns with no usable prefix): tried on every number.
+    root: Vec<Entry>,
+    /// Distinct key lengths, ascending.
+    lens: Vec<u16>,
+}
+
+/// One key of a [`PrefixTable`]. `n_entries == 0` marks a free slot.
+#[derive(Default, Clone, Copy)]
+struct Slot {
+    fp: u16,
+    len: u16,
+    key: u32,
+    entries: u32,
+    n_entries: u32,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[inline]
+fn hash_step(h: u64, b: u8) -> u64 {
+    (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+}
+
+#[inline]
+fn mix(h: u64) -> u64 {
+    (h ^ (h >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl PrefixTable {
+    #[inline]
+    fn lookup(&self, number: &[u8], mut visit: impl FnMut(&Entry, usize)) {
+        for e in &self.root {
+            visit(e, 0);
+        }
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut h = FNV_OFFSET;
+        let mut done = 0usize;
+        for &len in &self.lens {
+            let len = usize::from(len);
+            let Some(chunk) = number.get(done..len) else {
+                break;
+            };
+            for &b in chunk {
+                h = hash_step(h, b);
+            }
+            done = len;
+            let m = mix(h);
+            let fp = m as u16;
+            let mut i = (m >> self.shift) as usize;
+            while let Some(s) = self.slots.get(i & mask) {
+                if s.n_entries == 0 {
+                    break;
+                }
+                if s.fp == fp
+                    && usize::from(s.len) == len
+                    && self.keys.get(s.key as usize..s.key as usize + len) == number.get(..len)
+                {
+                    let es = s.entries as usize..(s.entries + s.n_entries) as usize;
+                    for e in self.entries.get(es).unwrap_or(&[]) {
+                        visit(e, len);
+                    }
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.keys.capacity()
+            + (self.entries.capacity() + self.root.capacity()) * std::mem::size_of::<Entry>()
+            + self.lens.capacity() * 2
+    }
+}
+
+/// A [`PrefixTable`] under construction: keys in one arena, entries in insertion order.
+#[derive(Default)]
+struct PrefixTableBuilder {
+    keys: Vec<u8>,
+    /// (key offset, key length, entry)
+    items: Vec<(u32, u16, Entry)>,
+    root: Vec<Entry>,
+}
+
+/// Longest literal prefix the table keys (longer ones go to a verifier).
+pub(crate) const MAX_KEY: usize = u16::MAX as usize;
+
+impl PrefixTableBuilder {
+    fn with_capacity(n: usize) -> Self {
+        PrefixTableBuilder {
+            keys: Vec::with_capacity(n * 8),
+            items: Vec::with_capacity(n),
+            root: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, prefix: &[u8], e: Entry) {
+        if prefix.is_empty() {
+            self.root.push(e);
+            return;
+        }
+        let Ok(len) = u16::try_from(prefix.len()) else {
+            // analyze and required_prefixes keep keys within MAX_KEY.
+            return;
+        };
+        let off = self.keys.len() as u32;
+        self.keys.extend_from_slice(prefix);
+        self.items.push((off, len, e));
+    }
+
+    fn finish(self) -> PrefixTable {
+        let PrefixTableBuilder {
+            keys: raw,
+            mut items,
+            root,
+        } = self;
+        let key = |&(off, len, _): &(u32, u16, Entry)| {
+            raw.get(off as usize..off as usize + usize::from(len))
+                .unwrap_or(&[])
+        };
+        items.sort_by(|a, b| key(a).cmp(key(b)));
+        let mut t = PrefixTable {
+            entries: Vec::with_capacity(items.len()),
+            root,
+            ..PrefixTable::default()
+        };
+        // Unique keys: (offset in t.keys, length, first entry, entry count).
+        let mut groups: Vec<(u32, u16, u32, u32)> = Vec::new();
+        let mut prev: Option<&[u8]> = None;
+        for it in &items {
+            let k = key(it);
+            if prev != Some(k) {
+                groups.push((t.keys.len() as u32, it.1, t.entries.len() as u32, 0));
+                t.keys.extend_from_slice(k);
+                prev = Some(k);
+            }
+            t.entries.push(it.2);
+            if let Some(g) = groups.last_mut() {
+                g.3 += 1;
+            }
+        }
+        let mut lens: Vec<u16> = groups.iter().map(|g| g.1).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        t.lens = lens;
+        if groups.is_empty() {
+            return t;
+        }
+        // At most half full: probe chains stay short.
+        let size = (groups.len() * 2).next_power_of_two().max(2);
+        t.shift = 64 - size.trailing_zeros();
+        t.slots = vec![Slot::default(); size];
+        let mask = size - 1;
+        for &(off, len, first, n) in &groups {
+            let mut h = FNV_OFFSET;
+            for &b in &t.keys[off as usize..off as usize + usize::from(len)] {
+                h = hash_step(h, b);
+            }
+            let m = mix(h);
+            let mut i = (m >> t.shift) as usize & mask;
+            while t.slots[i].n_entries != 0 {
+                i = (i + 1) & mask;
+            }
+            t.slots[i] = Slot {
+                fp: m as u16,
+                len,
+                key: off,
+                entries: first,
+                n_entries: n,
+            };
+        }
+        t
+    }
 }
 
 /// A trie under construction: sorted children per node.
@@ -506,16 +698,15 @@ impl TrieBuilder {
 }
 
 pub(crate) struct MatcherBuilder {
-    anchored: TrieBuilder,
+    anchored: PrefixTableBuilder,
     floating: TrieBuilder,
     verifiers: Vec<Verifier>,
 }
 
 impl MatcherBuilder {
     pub(crate) fn new(routes: usize) -> Self {
-        // About five new nodes per literal route (a carrier's prefixes share their heads).
         MatcherBuilder {
-            anchored: TrieBuilder::new(1 + routes * 5),
+            anchored: PrefixTableBuilder::with_capacity(routes),
             floating: TrieBuilder::new(1),
             verifiers: Vec::new(),
         }
@@ -561,18 +752,17 @@ impl MatcherBuilder {
             route,
             check: Check::Regex(v),
         };
-        // No prefix: the root, which every walk visits (the anchored walk is done once).
+        // No prefix: the empty key, tried on every number (the anchored lookup is done once).
         if prefixes.is_empty() {
             self.anchored.add(b"", e);
             return;
         }
-        let trie = if *anchored {
-            &mut self.anchored
-        } else {
-            &mut self.floating
-        };
         for p in prefixes {
-            trie.add(p, e);
+            if *anchored {
+                self.anchored.add(p, e);
+            } else {
+                self.floating.add(p, e);
+            }
         }
     }
 
@@ -627,7 +817,7 @@ impl Matcher {
     /// than once when several of its prefixes lie on the number's path).
     pub(crate) fn trie_matches(&self, classes: &[CharClass], number: &str, out: &mut TrieHits) {
         let bytes = number.as_bytes();
-        self.anchored.walk(bytes, |e, depth| {
+        self.anchored.lookup(bytes, |e, depth| {
             let hit = match e.check {
                 Check::Tail(t) => t.matches(classes, number.get(depth..).unwrap_or("")),
                 Check::Regex(v) => self.verify(v, number),
@@ -675,13 +865,9 @@ impl Matcher {
 
     /// Approximate heap bytes held, for reports.
     pub(crate) fn heap_bytes(&self) -> usize {
-        [&self.anchored, &self.floating]
-            .iter()
-            .map(|t| {
-                t.nodes.capacity() * std::mem::size_of::<Node>()
-                    + t.entries.capacity() * std::mem::size_of::<Entry>()
-            })
-            .sum::<usize>()
+        self.anchored.heap_bytes()
+            + self.floating.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.floating.entries.capacity() * std::mem::size_of::<Entry>()
             + self.verifiers.iter().map(Verifier::heap_bytes).sum::<usize>()
     }
 }
