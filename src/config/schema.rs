@@ -168,7 +168,9 @@ const ARRAYS: &[(&str, &[Field])] = &[
 pub(crate) struct Checked {
     pub diagnostics: Vec<Diagnostic>,
     /// The document without what is broken, for serde.
-    pub cleaned: String,
+    /// The document without its broken parts, as TOML text; None when nothing was dropped
+    /// (the parsed document can then be deserialized as it is).
+    pub cleaned: Option<String>,
     pub map: SourceMap,
 }
 
@@ -410,10 +412,10 @@ impl Walker<'_> {
         None
     }
 
-    /// The document without the dropped parts, as TOML text.
-    fn clean(&mut self, doc: &ImDocument<String>) -> String {
+    /// The document without the dropped parts, as TOML text; None when nothing is dropped.
+    fn clean(&mut self, doc: &ImDocument<String>) -> Option<String> {
         if self.drops.is_empty() {
-            return doc.raw().to_owned();
+            return None;
         }
         let mut m = doc.clone().into_mut();
         // Keys and rules first (they index elements as they are in the file), then elements
@@ -480,7 +482,7 @@ impl Walker<'_> {
                 root.remove(k);
             }
         }
-        m.to_string()
+        Some(m.to_string())
     }
 }
 

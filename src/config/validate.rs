@@ -27,6 +27,17 @@ impl Ctx<'_> {
 
 /// Appends every semantic problem of `cfg` to `diags`.
 pub(crate) fn check(cfg: &Config, map: Option<&SourceMap>, diags: &mut Vec<Diagnostic>) {
+    check_with(cfg, map, diags, true);
+}
+
+/// [`check`], leaving out the voice routes' number patterns when `route_patterns` is false
+/// (the route table parses each of them once anyway, and reports what does not parse).
+pub(crate) fn check_with(
+    cfg: &Config,
+    map: Option<&SourceMap>,
+    diags: &mut Vec<Diagnostic>,
+    route_patterns: bool,
+) {
     let mut cx = Ctx { map, diags };
 
     // [server]
@@ -156,9 +167,11 @@ pub(crate) fn check(cfg: &Config, map: Option<&SourceMap>, diags: &mut Vec<Diagn
     for (i, r) in cfg.voice_route.iter().enumerate() {
         let id = r.identity.as_str();
         let at = |cx: &Ctx<'_>, key: &str| cx.line(|m| m.voice_route.get(i), key);
-        if let Err(e) = parse_pattern(&r.number_pattern) {
-            let l = at(&cx, "number_pattern");
-            cx.err(l, id, format!("`number_pattern` is not a valid regex: {e}"));
+        if route_patterns {
+            if let Err(e) = parse_pattern(&r.number_pattern) {
+                let l = at(&cx, "number_pattern");
+                cx.err(l, id, bad_number_pattern(&e));
+            }
         }
         let l = at(&cx, "pstn_usages");
         usage_list(&mut cx, &usages, &r.pstn_usages, id, l);
@@ -281,6 +294,11 @@ fn usage_list(
             cx.err(line, id, format!("`pstn_usages`: `{u}` is listed twice"));
         }
     }
+}
+
+/// The diagnostic of a voice route whose pattern does not parse.
+pub(crate) fn bad_number_pattern(e: &str) -> String {
+    format!("`number_pattern` is not a valid regex: {e}")
 }
 
 fn rule_pattern(

@@ -245,7 +245,16 @@ impl RouteTable {
     /// Compiles a configuration; validates it first (a config changed in memory may be
     /// invalid) and returns every problem.
     pub fn build(cfg: Arc<Config>) -> Result<RouteTable, Vec<Diagnostic>> {
-        cfg.validate()?;
+        // Route patterns are parsed once, below, for the matcher.
+        if let Err(mut diags) = cfg.validate_except_route_patterns() {
+            for r in &cfg.voice_route {
+                if let Err(e) = parse_pattern(&r.number_pattern) {
+                    let msg = Config::bad_number_pattern(&e);
+                    diags.push(Diagnostic::new(None, Some(&r.identity), msg));
+                }
+            }
+            return Err(diags);
+        }
         let mut diags = Vec::new();
         let usage_ix: HashMap<&str, UsageId> = cfg
             .voice
@@ -394,7 +403,11 @@ impl RouteTable {
             let hir = match parse_pattern(&r.number_pattern) {
                 Ok(p) => p.hir,
                 Err(e) => {
-                    diags.push(Diagnostic::new(None, Some(&r.identity), e));
+                    diags.push(Diagnostic::new(
+                        None,
+                        Some(&r.identity),
+                        Config::bad_number_pattern(&e),
+                    ));
                     analysed.push(None);
                     continue;
                 }
