@@ -11,6 +11,9 @@
 //! makes, so a trie entry matches exactly the numbers the regex would.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::config::translation::SimplePattern;
 
 use regex_automata::dfa::{dense, sparse, Automaton};
 use regex_automata::nfa::thompson::{self, WhichCaptures};
@@ -73,6 +76,32 @@ pub(crate) struct Literal {
     min: u32,
     max: Option<u32>,
     end: bool,
+}
+
+/// The literal of a pattern of the [`SimplePattern`] shape, as [`analyze`] would find it from
+/// the pattern's parse (the property test of the route table checks that they agree).
+pub(crate) fn simple_literal(p: SimplePattern) -> Literal {
+    Literal {
+        prefixes: vec![p.prefix.into_bytes()],
+        class: p.digits.then(|| digit_ranges().to_vec()),
+        min: p.min,
+        max: p.max,
+        end: p.end,
+    }
+}
+
+/// The ranges of `\d` (Unicode decimal digits), as regex-syntax has them.
+fn digit_ranges() -> &'static [(char, char)] {
+    static DIGIT: OnceLock<Vec<(char, char)>> = OnceLock::new();
+    DIGIT.get_or_init(|| {
+        regex_syntax::parse(r"\d")
+            .ok()
+            .and_then(|h| match h.kind() {
+                HirKind::Class(c) => class_ranges(c),
+                _ => None,
+            })
+            .unwrap_or_else(|| vec![('0', '9')])
+    })
 }
 
 /// At most this many literal alternatives per pattern (`^(\+1|1)?(206|425)` is 4).
@@ -247,18 +276,29 @@ fn class_ranges(c: &Class) -> Option<Vec<(char, char)>> {
 pub(crate) struct Classes {
     list: Vec<CharClass>,
     index: HashMap<Vec<(char, char)>, u16>,
+    last: Option<u16>,
 }
 
 impl Classes {
-    fn intern(&mut self, ranges: Vec<(char, char)>) -> Option<u16> {
-        if let Some(&i) = self.index.get(&ranges) {
-            return Some(i);
+    fn intern(&mut self, ranges: &[(char, char)]) -> Option<u16> {
+        // Nearly every tail is `\d`: try the last class first, before hashing 60-odd ranges.
+        if let Some(i) = self.last {
+            if self.list.get(usize::from(i)).is_some_and(|c| *c.ranges == *ranges) {
+                return Some(i);
+            }
         }
-        let i = u16::try_from(self.list.len())
-            .ok()
-            .filter(|&i| i != NO_CLASS)?;
-        self.list.push(CharClass::new(ranges.clone()));
-        self.index.insert(ranges, i);
+        let i = match self.index.get(ranges) {
+            Some(&i) => i,
+            None => {
+                let i = u16::try_from(self.list.len())
+                    .ok()
+                    .filter(|&i| i != NO_CLASS)?;
+                self.list.push(CharClass::new(ranges.to_vec()));
+                self.index.insert(ranges.to_vec(), i);
+                i
+            }
+        };
+        self.last = Some(i);
         Some(i)
     }
 
@@ -272,7 +312,7 @@ impl Classes {
             return None;
         }
         let class = match &lit.class {
-            Some(r) => self.intern(r.clone())?,
+            Some(r) => self.intern(r)?,
             None => NO_CLASS,
         };
         let min = u16::try_from(lit.min).ok().filter(|&m| m != UNBOUNDED)?;
@@ -915,5 +955,27 @@ mod tests {
         assert!(lit(r"^\+1\d{3}555$").is_none());
         assert!(lit(r"^\+1\d+[a-z]$").is_none());
         assert!(lit(r"(?m)^\+1$").is_none());
+    }
+
+    #[test]
+    fn simple_patterns_read_as_their_parse() {
+        for p in [
+            r"^\+1206555\d{4}$",
+            r"^\+44207",
+            r"^\+1\d\d{2,}$",
+            r"^0\d?\d*",
+            r"^$",
+            r"^",
+            r"^\+33\d{2,6}$",
+            r"^9\d+",
+        ] {
+            let fast = simple_literal(crate::config::translation::simple_pattern(p).unwrap());
+            let parsed = lit(p).unwrap();
+            assert_eq!(parsed.len(), 1, "{p}");
+            let l = &parsed[0];
+            assert_eq!(fast.prefixes, l.prefixes, "{p}");
+            assert_eq!(fast.class, l.class, "{p}");
+            assert_eq!((fast.min, fast.max, fast.end), (l.min, l.max, l.end), "{p}");
+        }
     }
 }

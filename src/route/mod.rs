@@ -24,7 +24,7 @@ use regex::Regex;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::config::translation::{parse_pattern, Translation};
+use crate::config::translation::{parse_pattern, simple_pattern, Translation};
 use crate::config::{Config, Diagnostic, Transport};
 
 pub use live::{LiveTable, TableReader};
@@ -399,6 +399,16 @@ impl RouteTable {
                 if let Some(&UsageId(u)) = usage_ix.get(u.as_str()) {
                     per_usage[u as usize].push(i as u32);
                 }
+            }
+            // The common shape needs no regex parse at all.
+            let simple = simple_pattern(&r.number_pattern).and_then(|p| {
+                let l = matcher::simple_literal(p);
+                classes.tail(&l).map(|t| vec![(l.prefixes, t)])
+            });
+            if let Some(lit) = simple {
+                literal_routes += 1;
+                analysed.push(Some(Pattern::Literal(lit)));
+                continue;
             }
             let hir = match parse_pattern(&r.number_pattern) {
                 Ok(p) => p.hir,
