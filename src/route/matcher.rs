@@ -10,6 +10,7 @@
 //! The analysis works on the pattern's HIR from regex-syntax, the same parse the regex crate
 //! makes, so a trie entry matches exactly the numbers the regex would.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -72,7 +73,7 @@ const UNBOUNDED: u16 = u16::MAX;
 /// A pattern split into literal prefixes and a tail.
 pub(crate) struct Literal {
     pub prefixes: Vec<Vec<u8>>,
-    class: Option<Vec<(char, char)>>,
+    class: Option<Cow<'static, [(char, char)]>>,
     min: u32,
     max: Option<u32>,
     end: bool,
@@ -83,7 +84,7 @@ pub(crate) struct Literal {
 pub(crate) fn simple_literal(p: SimplePattern) -> Literal {
     Literal {
         prefixes: vec![p.prefix.into_bytes()],
-        class: p.digits.then(|| digit_ranges().to_vec()),
+        class: p.digits.then_some(Cow::Borrowed(digit_ranges())),
         min: p.min,
         max: p.max,
         end: p.end,
@@ -157,7 +158,7 @@ pub(crate) fn analyze(hir: &Hir) -> Option<Vec<Literal>> {
         prefixes = next;
         it.next();
     }
-    let mut class: Option<Vec<(char, char)>> = None;
+    let mut class: Option<Cow<'static, [(char, char)]>> = None;
     let (mut min, mut max) = (0u32, Some(0u32));
     while let Some(h) = it.peek() {
         let (c, lo, hi) = match h.kind() {
@@ -169,8 +170,8 @@ pub(crate) fn analyze(hir: &Hir) -> Option<Vec<Literal>> {
             _ => break,
         };
         match &class {
-            Some(prev) if *prev != c => return None,
-            _ => class = Some(c),
+            Some(prev) if **prev != *c => return None,
+            _ => class = Some(Cow::Owned(c)),
         }
         min = min.checked_add(lo)?;
         max = match (max, hi) {

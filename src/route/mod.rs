@@ -241,6 +241,53 @@ impl std::fmt::Debug for RouteTable {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// How the matcher takes route `r`'s pattern (a general pattern's verifier goes into `b`);
+/// None, with a diagnostic, when it does not compile.
+fn analyse(
+    classes: &mut Classes,
+    b: &mut MatcherBuilder,
+    r: &crate::config::VoiceRoute,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Pattern> {
+    // The common shape needs no regex parse at all.
+    if let Some(p) = simple_pattern(&r.number_pattern) {
+        let l = matcher::simple_literal(p);
+        if let Some(t) = classes.tail(&l) {
+            return Some(Pattern::Literal(vec![(l.prefixes, t)]));
+        }
+    }
+    let hir = match parse_pattern(&r.number_pattern) {
+        Ok(p) => p.hir,
+        Err(e) => {
+            let msg = Config::bad_number_pattern(&e);
+            diags.push(Diagnostic::new(None, Some(&r.identity), msg));
+            return None;
+        }
+    };
+    let lit = matcher::analyze(&hir).and_then(|lits| {
+        lits.into_iter()
+            .map(|l| classes.tail(&l).map(|t| (l.prefixes, t)))
+            .collect::<Option<Vec<_>>>()
+    });
+    if let Some(lit) = lit {
+        return Some(Pattern::Literal(lit));
+    }
+    match matcher::Verifier::new(&hir, &r.number_pattern) {
+        Ok(v) => Some(Pattern::General(
+            b.add_verifier(v),
+            matcher::required_prefixes(&hir),
+        )),
+        Err(e) => {
+            diags.push(Diagnostic::new(
+                None,
+                Some(&r.identity),
+                format!("`number_pattern` does not compile: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 impl RouteTable {
     /// Compiles a configuration; validates it first (a config changed in memory may be
     /// invalid) and returns every problem.
@@ -380,10 +427,6 @@ impl RouteTable {
         // Routes of each usage by priority, then file order: that position is the rank.
         let mut per_usage: Vec<Vec<u32>> = vec![Vec::new(); cfg.voice.pstn_usages.len()];
         let mut routes = Vec::with_capacity(cfg.voice_route.len());
-        let mut classes = Classes::default();
-        let mut b = MatcherBuilder::new(cfg.voice_route.len());
-        let mut analysed = Vec::with_capacity(cfg.voice_route.len());
-        let mut literal_routes = 0;
         for (i, r) in cfg.voice_route.iter().enumerate() {
             routes.push(RouteInfo {
                 gateways: r
@@ -400,71 +443,46 @@ impl RouteTable {
                     per_usage[u as usize].push(i as u32);
                 }
             }
-            // The common shape needs no regex parse at all.
-            let simple = simple_pattern(&r.number_pattern).and_then(|p| {
-                let l = matcher::simple_literal(p);
-                classes.tail(&l).map(|t| vec![(l.prefixes, t)])
-            });
-            if let Some(lit) = simple {
-                literal_routes += 1;
-                analysed.push(Some(Pattern::Literal(lit)));
-                continue;
-            }
-            let hir = match parse_pattern(&r.number_pattern) {
-                Ok(p) => p.hir,
-                Err(e) => {
-                    diags.push(Diagnostic::new(
-                        None,
-                        Some(&r.identity),
-                        Config::bad_number_pattern(&e),
-                    ));
-                    analysed.push(None);
-                    continue;
-                }
-            };
-            let lit = matcher::analyze(&hir).and_then(|lits| {
-                lits.into_iter()
-                    .map(|l| classes.tail(&l).map(|t| (l.prefixes, t)))
-                    .collect::<Option<Vec<_>>>()
-            });
-            match lit {
-                Some(lit) => {
-                    literal_routes += 1;
-                    analysed.push(Some(Pattern::Literal(lit)));
-                }
-                None => match matcher::Verifier::new(&hir, &r.number_pattern) {
-                    Ok(v) => analysed.push(Some(Pattern::General(
-                        b.add_verifier(v),
-                        matcher::required_prefixes(&hir),
-                    ))),
-                    Err(e) => {
-                        diags.push(Diagnostic::new(
-                            None,
-                            Some(&r.identity),
-                            format!("`number_pattern` does not compile: {e}"),
-                        ));
-                        analysed.push(None);
-                    }
-                },
-            }
         }
-        for (u, mut list) in per_usage.into_iter().enumerate() {
-            let u16_ = u as u16;
+        // (route, usage, rank), by route: each route goes into the matcher once it is analysed.
+        let mut ranks: Vec<(u32, u16, u32)> =
+            Vec::with_capacity(per_usage.iter().map(Vec::len).sum());
+        for (u, list) in per_usage.iter_mut().enumerate() {
             list.sort_by_key(|&r| (cfg.voice_route[r as usize].priority, r));
-            for (rank, &r) in list.iter().enumerate() {
-                let rank = rank as u32;
-                match &analysed[r as usize] {
-                    Some(Pattern::Literal(lits)) => {
+            ranks.extend(
+                list.iter()
+                    .enumerate()
+                    .map(|(rank, &r)| (r, u as u16, rank as u32)),
+            );
+        }
+        drop(per_usage);
+        ranks.sort_unstable();
+        let mut classes = Classes::default();
+        let mut b = MatcherBuilder::new(cfg.voice_route.len());
+        let mut literal_routes = 0;
+        let mut next_rank = 0;
+        for (i, r) in cfg.voice_route.iter().enumerate() {
+            let first = next_rank;
+            while ranks.get(next_rank).is_some_and(|x| x.0 == i as u32) {
+                next_rank += 1;
+            }
+            let mine = &ranks[first..next_rank];
+            let Some(pattern) = analyse(&mut classes, &mut b, r, &mut diags) else {
+                continue;
+            };
+            literal_routes += usize::from(matches!(pattern, Pattern::Literal(_)));
+            for &(_, u, rank) in mine {
+                match &pattern {
+                    Pattern::Literal(lits) => {
                         for (prefixes, tail) in lits {
                             for p in prefixes {
-                                b.add_literal(u16_, rank, RouteId(r), p, *tail);
+                                b.add_literal(u, rank, RouteId(i as u32), p, *tail);
                             }
                         }
                     }
-                    Some(Pattern::General(v, prefixes)) => {
-                        b.add_general(u16_, rank, RouteId(r), *v, prefixes)
+                    Pattern::General(v, prefixes) => {
+                        b.add_general(u, rank, RouteId(i as u32), *v, prefixes)
                     }
-                    None => {}
                 }
             }
         }
