@@ -293,7 +293,10 @@ mod tests {
             s(r"^\+1206555\d{4}$"),
             Some(("+1206555".into(), true, 4, Some(4), true))
         );
-        assert_eq!(s(r"^\+44207"), Some(("+44207".into(), false, 0, Some(0), false)));
+        assert_eq!(
+            s(r"^\+44207"),
+            Some(("+44207".into(), false, 0, Some(0), false))
+        );
         assert_eq!(
             s(r"^\+1\d\d{2,}$"),
             Some(("+1".into(), true, 3, None, true))

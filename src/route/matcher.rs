@@ -1,14 +1,15 @@
-//! The number matcher of a table: a byte trie for patterns that are a literal prefix plus an
-//! optional class run (`^\+1206555\d{4}$`, `^\+44`, `^(\+1|1)?425\d+$`). Every other
-//! pattern hangs in a trie too, under the literal prefixes any of its matches must start with
-//! (regex-syntax's prefix extraction: `^\+44[2-9]20\d+$` under `+44220` .. `+44920`), and is
-//! run, as a DFA, only when the number walks to one of them. Anchored patterns (`^`) hang in
-//! the main trie; unanchored ones in a second trie walked from every position of the number.
-//! A lookup so touches the routes that could match the number, not the table: its cost does
-//! not grow with the number of routes.
+//! The number matcher of a table. Patterns that are a literal prefix plus an optional class
+//! run (`^\+1206555\d{4}$`, `^\+44`, `^(\+1|1)?425\d+$`) are keyed by that prefix in a hash
+//! table probed once per prefix length of the number. Every other pattern is keyed the same
+//! way by the literal prefixes any of its matches must start with (regex-syntax's prefix
+//! extraction: `^\+44[2-9]20\d+$` under `+44220` .. `+44920`) and run, as a DFA, only when
+//! the number has one of them. Anchored patterns (`^`) go in the hash table; unanchored ones
+//! in a small trie walked from every position of the number. A lookup so touches the routes
+//! that could match the number, not the table: its cost does not grow with the number of
+//! routes.
 //!
 //! The analysis works on the pattern's HIR from regex-syntax, the same parse the regex crate
-//! makes, so a trie entry matches exactly the numbers the regex would.
+//! makes, so a literal entry matches exactly the numbers the regex would.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -81,28 +82,33 @@ pub(crate) struct Literal {
 
 /// The literal of a pattern of the [`SimplePattern`] shape, as [`analyze`] would find it from
 /// the pattern's parse (the property test of the route table checks that they agree).
-pub(crate) fn simple_literal(p: SimplePattern) -> Literal {
-    Literal {
+pub(crate) fn simple_literal(p: SimplePattern) -> Option<Literal> {
+    let class = match p.digits {
+        true => Some(Cow::Borrowed(digit_ranges()?)),
+        false => None,
+    };
+    Some(Literal {
         prefixes: vec![p.prefix.into_bytes()],
-        class: p.digits.then_some(Cow::Borrowed(digit_ranges())),
+        class,
         min: p.min,
         max: p.max,
         end: p.end,
-    }
+    })
 }
 
 /// The ranges of `\d` (Unicode decimal digits), as regex-syntax has them.
-fn digit_ranges() -> &'static [(char, char)] {
-    static DIGIT: OnceLock<Vec<(char, char)>> = OnceLock::new();
-    DIGIT.get_or_init(|| {
-        regex_syntax::parse(r"\d")
-            .ok()
-            .and_then(|h| match h.kind() {
-                HirKind::Class(c) => class_ranges(c),
-                _ => None,
-            })
-            .unwrap_or_else(|| vec![('0', '9')])
-    })
+fn digit_ranges() -> Option<&'static [(char, char)]> {
+    static DIGIT: OnceLock<Option<Vec<(char, char)>>> = OnceLock::new();
+    DIGIT
+        .get_or_init(|| {
+            regex_syntax::parse(r"\d")
+                .ok()
+                .and_then(|h| match h.kind() {
+                    HirKind::Class(c) => class_ranges(c),
+                    _ => None,
+                })
+        })
+        .as_deref()
 }
 
 /// At most this many literal alternatives per pattern (`^(\+1|1)?(206|425)` is 4).
@@ -284,7 +290,11 @@ impl Classes {
     fn intern(&mut self, ranges: &[(char, char)]) -> Option<u16> {
         // Nearly every tail is `\d`: try the last class first, before hashing 60-odd ranges.
         if let Some(i) = self.last {
-            if self.list.get(usize::from(i)).is_some_and(|c| *c.ranges == *ranges) {
+            if self
+                .list
+                .get(usize::from(i))
+                .is_some_and(|c| *c.ranges == *ranges)
+            {
                 return Some(i);
             }
         }
@@ -471,9 +481,9 @@ pub(crate) fn required_prefixes(hir: &Hir) -> (Vec<Vec<u8>>, bool) {
     (out, anchored)
 }
 
-/// The matcher of a whole table: one trie for the anchored patterns of every PSTN usage (a
-/// lookup walks it once per number, not once per usage), one for the unanchored general
-/// patterns, and the verifiers of the general patterns. `rank` orders a usage's routes by
+/// The matcher of a whole table: one prefix table for the anchored patterns of every PSTN
+/// usage (a lookup probes it once per number, not once per usage), one trie for the
+/// unanchored general patterns, and the verifiers of the general patterns. `rank` orders a usage's routes by
 /// priority, then file order.
 #[derive(Default)]
 pub(crate) struct Matcher {
@@ -865,7 +875,9 @@ impl Trie {
     }
 
     fn is_empty(&self) -> bool {
-        self.nodes.first().is_none_or(|n| n.n_children == 0 && n.n_entries == 0)
+        self.nodes
+            .first()
+            .is_none_or(|n| n.n_children == 0 && n.n_entries == 0)
     }
 }
 
@@ -888,7 +900,9 @@ impl Matcher {
         }
         // An unanchored pattern can match from any position (the root has no entries).
         for start in 0..bytes.len() {
-            let Some(rest) = bytes.get(start..) else { break };
+            let Some(rest) = bytes.get(start..) else {
+                break;
+            };
             self.floating.walk(rest, |e, _| {
                 if let Check::Regex(v) = e.check {
                     if self.verify(v, number) {
@@ -925,7 +939,11 @@ impl Matcher {
         self.anchored.heap_bytes()
             + self.floating.nodes.capacity() * std::mem::size_of::<Node>()
             + self.floating.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.verifiers.iter().map(Verifier::heap_bytes).sum::<usize>()
+            + self
+                .verifiers
+                .iter()
+                .map(Verifier::heap_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -970,7 +988,8 @@ mod tests {
             r"^\+33\d{2,6}$",
             r"^9\d+",
         ] {
-            let fast = simple_literal(crate::config::translation::simple_pattern(p).unwrap());
+            let fast =
+                simple_literal(crate::config::translation::simple_pattern(p).unwrap()).unwrap();
             let parsed = lit(p).unwrap();
             assert_eq!(parsed.len(), 1, "{p}");
             let l = &parsed[0];

@@ -2,8 +2,9 @@
 //! publication.
 //!
 //! [`RouteTable::build`] turns a validated [`Config`] into lookup structures: trunks by source
-//! address, one number matcher per PSTN usage (a trie for literal-prefix patterns plus a
-//! `RegexSet` for the rest, see `matcher`), compiled dial plans and translation rules.
+//! address, one number matcher for every PSTN usage (literal prefixes in a hash table, other
+//! patterns as DFAs keyed by their required prefixes, see `matcher`), compiled dial plans and
+//! translation rules.
 //! [`RouteTable::decide`] is the routing decision of a new call; [`RouteTable::explain`] is the
 //! same decision step by step, for `test-intertrunk-routing`. Round-robin positions live in a
 //! per-core [`RoundRobin`], outside the table. [`LiveTable`] swaps whole tables atomically;
@@ -250,8 +251,7 @@ fn analyse(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Pattern> {
     // The common shape needs no regex parse at all.
-    if let Some(p) = simple_pattern(&r.number_pattern) {
-        let l = matcher::simple_literal(p);
+    if let Some(l) = simple_pattern(&r.number_pattern).and_then(matcher::simple_literal) {
         if let Some(t) = classes.tail(&l) {
             return Some(Pattern::Literal(vec![(l.prefixes, t)]));
         }
@@ -562,7 +562,8 @@ impl RouteTable {
             .map_or("", |r| r.identity.as_str())
     }
 
-    /// Number of voice routes, and how many of them the trie serves (the rest are regexes).
+    /// Number of voice routes, and how many of them are served by literal prefix (the rest run
+    /// a DFA).
     pub fn route_counts(&self) -> (usize, usize) {
         (self.routes.len(), self.literal_routes)
     }
