@@ -976,6 +976,62 @@ mod tests {
         assert!(lit(r"(?m)^\+1$").is_none());
     }
 
+    /// The prefix table against a plain scan, at a size where slots collide and the filter
+    /// has false positives.
+    #[test]
+    fn prefix_table_finds_exactly_the_keys_that_prefix_the_number() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut digits = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b'0' + (x % 10) as u8
+                })
+                .collect()
+        };
+        let mut b = PrefixTableBuilder::with_capacity(0);
+        let mut keys = Vec::new();
+        for i in 0..20_000u32 {
+            let len = 1 + (i as usize % 9);
+            let k = digits(len);
+            let e = Entry {
+                usage: 0,
+                rank: i,
+                route: RouteId(i),
+                check: Check::Regex(0),
+            };
+            b.add(&k, e);
+            keys.push(k);
+        }
+        b.add(
+            b"",
+            Entry {
+                usage: 1,
+                rank: 0,
+                route: RouteId(u32::MAX),
+                check: Check::Regex(0),
+            },
+        );
+        let t = b.finish();
+        for _ in 0..5_000 {
+            let number = digits(12);
+            let mut got: Vec<u32> = Vec::new();
+            t.lookup(&number, |e, depth| {
+                if e.usage == 0 {
+                    assert_eq!(depth, keys[e.rank as usize].len());
+                    got.push(e.rank);
+                }
+            });
+            got.sort_unstable();
+            let want: Vec<u32> = (0..keys.len() as u32)
+                .filter(|&i| number.starts_with(&keys[i as usize]))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn simple_patterns_read_as_their_parse() {
         for p in [
