@@ -405,7 +405,7 @@ struct Trie {
 /// pattern a DFA cannot take within the size limit (e.g. a Unicode `\b`) falls back to the
 /// regex crate.
 pub(crate) enum Verifier {
-    Dfa(sparse::DFA<Vec<u8>>),
+    Dfa(Box<sparse::DFA<Vec<u8>>>),
     Regex(regex::Regex),
 }
 
@@ -430,7 +430,7 @@ impl Verifier {
             })
             .and_then(|d| d.to_sparse().ok());
         match dfa {
-            Some(d) => Ok(Verifier::Dfa(d)),
+            Some(d) => Ok(Verifier::Dfa(Box::new(d))),
             None => regex::Regex::new(pattern).map(Verifier::Regex),
         }
     }
