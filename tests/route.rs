@@ -17,10 +17,11 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 /// A number pattern from a prefix and a shape; shapes cover what the trie serves and what it
-/// must leave to the regex set.
+/// must leave to verifiers (anchored or not, with a usable prefix or none, as a DFA or through
+/// the regex crate).
 fn pattern(prefix: &str, shape: u8) -> String {
     let p = prefix.replace('+', r"\+");
-    match shape % 14 {
+    match shape % 19 {
         0 => format!("^{p}"),
         1 => format!("^{p}$"),
         2 => format!(r"^{p}\d{{3}}$"),
@@ -34,6 +35,11 @@ fn pattern(prefix: &str, shape: u8) -> String {
         10 => format!(r"^{p}(12|34)\d?$"),
         11 => format!(r"^{p}.\d$"),
         12 => format!(r"^{p}\d{{2}}|^9{p}"),
+        13 => format!(r"^{p}[2-9]1\d*$"),
+        14 => format!(r"(00|9){p}\d"),
+        15 => format!(r"(?m)^{p}\d$"),
+        16 => format!(r"\b{p}\d*"),
+        17 => format!(r"{p}[13]2|^{p}$"),
         _ => format!(r"(?i)^{p}[a-c]?\d{{1,3}}$"),
     }
 }

@@ -429,12 +429,18 @@ impl Config {
         };
         let checked = schema::check(text, &doc);
         let mut diags = checked.diagnostics;
-        let config = match toml::from_str::<Config>(&checked.cleaned) {
+        // The document parsed once is deserialized as it is, unless broken parts had to be
+        // dropped (then from the text without them).
+        let parsed = match checked.cleaned {
+            None => toml_edit::de::from_document::<Config>(doc).map_err(|e| e.message().to_owned()),
+            Some(text) => toml::from_str::<Config>(&text).map_err(|e| e.message().to_owned()),
+        };
+        let config = match parsed {
             Ok(c) => c,
             Err(e) => {
                 // The schema walk should have caught anything serde rejects; keep the error
                 // rather than lose it.
-                diags.push(Diagnostic::new(None, None, e.message().to_owned()));
+                diags.push(Diagnostic::new(None, None, e));
                 sort(&mut diags);
                 return Err(diags);
             }
@@ -478,6 +484,24 @@ impl Config {
         } else {
             Err(diags)
         }
+    }
+
+    /// [`Config::validate`] without parsing the voice routes' number patterns: for a caller
+    /// that parses each of them itself (the route table) and reports
+    /// [`Config::bad_number_pattern`] for those that fail.
+    pub fn validate_except_route_patterns(&self) -> Result<(), Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        validate::check_with(self, None, &mut diags, false);
+        if diags.is_empty() {
+            Ok(())
+        } else {
+            Err(diags)
+        }
+    }
+
+    /// The message of a voice route whose number pattern does not parse.
+    pub fn bad_number_pattern(error: &str) -> String {
+        validate::bad_number_pattern(error)
     }
 
     /// Serializes back to TOML; `Config::from_toml(&c.to_toml())` gives `c` again.

@@ -46,7 +46,8 @@ pub(crate) struct SourceMap {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Elem {
     pub line: Option<usize>,
-    pub keys: Vec<(String, usize)>,
+    /// Line of each known key (the schema's own name for it: no string per key and object).
+    pub keys: Vec<(&'static str, usize)>,
     /// Normalization rules of a dial plan.
     pub rules: Vec<Elem>,
 }
@@ -56,7 +57,7 @@ impl Elem {
     pub(crate) fn key_line(&self, key: &str) -> Option<usize> {
         self.keys
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| *k == key)
             .map(|(_, l)| *l)
             .or(self.line)
     }
@@ -170,7 +171,9 @@ const ARRAYS: &[(&str, &[Field])] = &[
 pub(crate) struct Checked {
     pub diagnostics: Vec<Diagnostic>,
     /// The document without what is broken, for serde.
-    pub cleaned: String,
+    /// The document without its broken parts, as TOML text; None when nothing was dropped
+    /// (the parsed document can then be deserialized as it is).
+    pub cleaned: Option<String>,
     pub map: SourceMap,
 }
 
@@ -333,9 +336,6 @@ impl Walker<'_> {
                 .and_then(|(k, _)| k.span())
                 .map(|s| self.lines.line(s.start))
                 .or(line);
-            if let Some(l) = kline {
-                elem.keys.push((key.to_owned(), l));
-            }
             let Some(field) = fields.iter().find(|f| f.name == key) else {
                 let known: Vec<&str> = fields.iter().map(|f| f.name).collect();
                 self.err(
@@ -350,6 +350,9 @@ impl Walker<'_> {
                     .push(Drop::Key(top.to_owned(), index, key.to_owned()));
                 continue;
             };
+            if let Some(l) = kline {
+                elem.keys.push((field.name, l));
+            }
             let problem = if field.kind == Kind::Rules {
                 self.rules(item, &ident, kline, index, &mut elem)
             } else {
@@ -412,10 +415,10 @@ impl Walker<'_> {
         None
     }
 
-    /// The document without the dropped parts, as TOML text.
-    fn clean(&mut self, doc: &ImDocument<String>) -> String {
+    /// The document without the dropped parts, as TOML text; None when nothing is dropped.
+    fn clean(&mut self, doc: &ImDocument<String>) -> Option<String> {
         if self.drops.is_empty() {
-            return doc.raw().to_owned();
+            return None;
         }
         let mut m = doc.clone().into_mut();
         // Keys and rules first (they index elements as they are in the file), then elements
@@ -482,7 +485,7 @@ impl Walker<'_> {
                 root.remove(k);
             }
         }
-        m.to_string()
+        Some(m.to_string())
     }
 }
 

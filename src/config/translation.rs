@@ -45,6 +45,106 @@ pub fn parse_pattern(pattern: &str) -> Result<PatternInfo, String> {
     Ok(PatternInfo { hir, groups, names })
 }
 
+/// The shape nearly every number pattern of a carrier table has: `^`, literal digits (and
+/// `\+`), then `\d` runs (`\d`, `\d{4}`, `\d{2,6}`, `\d{2,}`, `\d+`, `\d*`, `\d?`), then an
+/// optional `$`. Such a pattern is a valid regex, and this is what its parse would say about
+/// it, without running the regex parser (a big table has 100,000 of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimplePattern {
+    /// The literal after `^`.
+    pub prefix: String,
+    /// Whether any `\d` follows it.
+    pub digits: bool,
+    /// How many `\d` at least and at most (None: unbounded).
+    pub min: u32,
+    pub max: Option<u32>,
+    /// Ends with `$`.
+    pub end: bool,
+}
+
+/// `pattern` as a [`SimplePattern`], or None when it has any other shape (then parse it).
+pub fn simple_pattern(pattern: &str) -> Option<SimplePattern> {
+    let mut rest = pattern.strip_prefix('^')?.as_bytes();
+    let mut prefix = String::new();
+    loop {
+        match rest {
+            [b'\\', b'+', tail @ ..] => {
+                prefix.push('+');
+                rest = tail;
+            }
+            [d, tail @ ..] if d.is_ascii_digit() => {
+                prefix.push(char::from(*d));
+                rest = tail;
+            }
+            _ => break,
+        }
+    }
+    let (mut min, mut max, mut digits) = (0u32, Some(0u32), false);
+    while let [b'\\', b'd', tail @ ..] = rest {
+        rest = tail;
+        digits = true;
+        let (lo, hi, tail) = quantifier(rest)?;
+        rest = tail;
+        min = min.checked_add(lo)?;
+        max = match (max, hi) {
+            (Some(a), Some(b)) => Some(a.checked_add(b)?),
+            _ => None,
+        };
+    }
+    let end = match rest {
+        [] => false,
+        [b'$'] => true,
+        _ => return None,
+    };
+    Some(SimplePattern {
+        prefix,
+        digits,
+        min,
+        max,
+        end,
+    })
+}
+
+/// The greedy quantifier at the start of `s` (none: exactly once), and what follows it.
+fn quantifier(s: &[u8]) -> Option<(u32, Option<u32>, &[u8])> {
+    let (lo, hi, rest) = match s {
+        [b'+', t @ ..] => (1, None, t),
+        [b'*', t @ ..] => (0, None, t),
+        [b'?', t @ ..] => (0, Some(1), t),
+        [b'{', t @ ..] => {
+            let close = t.iter().position(|&b| b == b'}')?;
+            let body = std::str::from_utf8(t.get(..close)?).ok()?;
+            let num = |x: &str| -> Option<u32> {
+                // Plain decimal only (no sign, no spaces), small enough for any parser.
+                (!x.is_empty() && x.len() <= 6 && x.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| x.parse().ok())
+                    .flatten()
+            };
+            let (lo, hi) = match body.split_once(',') {
+                None => {
+                    let n = num(body)?;
+                    (n, Some(n))
+                }
+                Some((a, "")) => (num(a)?, None),
+                Some((a, b)) => {
+                    let (a, b) = (num(a)?, num(b)?);
+                    if a > b {
+                        return None;
+                    }
+                    (a, Some(b))
+                }
+            };
+            (lo, hi, t.get(close + 1..)?)
+        }
+        _ => return Some((1, Some(1), s)),
+    };
+    // A lazy (`+?`) or possessive-looking suffix is another shape.
+    if matches!(rest.first(), Some(b'?' | b'+' | b'*' | b'{')) {
+        return None;
+    }
+    Some((lo, hi, rest))
+}
+
 fn one_line(s: &str) -> String {
     // regex-syntax draws a multi-line caret diagram; the last line holds the reason.
     s.lines()
@@ -184,5 +284,42 @@ mod tests {
         assert!(tr(r"^(\d+)$", "${1").is_err());
         assert!(tr(r"^(\d+)$", "$x").is_err());
         assert!(parse_pattern(r"^(\d+$").is_err());
+    }
+
+    #[test]
+    fn simple_patterns_are_recognized_and_nothing_else() {
+        let s = |p| simple_pattern(p).map(|s| (s.prefix, s.digits, s.min, s.max, s.end));
+        assert_eq!(
+            s(r"^\+1206555\d{4}$"),
+            Some(("+1206555".into(), true, 4, Some(4), true))
+        );
+        assert_eq!(
+            s(r"^\+44207"),
+            Some(("+44207".into(), false, 0, Some(0), false))
+        );
+        assert_eq!(
+            s(r"^\+1\d\d{2,}$"),
+            Some(("+1".into(), true, 3, None, true))
+        );
+        assert_eq!(s(r"^0\d?\d*"), Some(("0".into(), true, 0, None, false)));
+        assert_eq!(s(r"^$"), Some(("".into(), false, 0, Some(0), true)));
+        for other in [
+            r"\+1206",
+            r"^\+1\d{4}?$",
+            r"^\+1\d+?",
+            r"^\+1\d{5,2}$",
+            r"^\+1\d{ 4}$",
+            r"^\+1\d{4}$x",
+            r"^\+1[2-9]\d$",
+            r"^(\+1)\d$",
+            r"^+1",
+            r"^\+1\d{9999999}",
+        ] {
+            assert_eq!(s(other), None, "{other}");
+        }
+        // Every simple pattern is a valid regex.
+        for p in [r"^\+1206555\d{4}$", r"^\+1\d\d{2,}$", r"^0\d?\d*", r"^$"] {
+            assert!(parse_pattern(p).is_ok());
+        }
     }
 }

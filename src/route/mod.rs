@@ -2,8 +2,9 @@
 //! publication.
 //!
 //! [`RouteTable::build`] turns a validated [`Config`] into lookup structures: trunks by source
-//! address, one number matcher per PSTN usage (a trie for literal-prefix patterns plus a
-//! `RegexSet` for the rest, see `matcher`), compiled dial plans and translation rules.
+//! address, one number matcher for every PSTN usage (literal prefixes in a hash table, other
+//! patterns as DFAs keyed by their required prefixes, see `matcher`), compiled dial plans and
+//! translation rules.
 //! [`RouteTable::decide`] is the routing decision of a new call; [`RouteTable::explain`] is the
 //! same decision step by step, for `test-intertrunk-routing`. Round-robin positions live in a
 //! per-core [`RoundRobin`], outside the table. [`LiveTable`] swaps whole tables atomically;
@@ -24,7 +25,7 @@ use regex::Regex;
 use serde::Serialize;
 use smallvec::SmallVec;
 
-use crate::config::translation::{parse_pattern, Translation};
+use crate::config::translation::{parse_pattern, simple_pattern, Translation};
 use crate::config::{Config, Diagnostic, Transport};
 
 pub use live::{LiveTable, TableReader};
@@ -120,7 +121,6 @@ pub struct Candidate {
 pub struct RoundRobin {
     generation: u64,
     next: Vec<u32>,
-    scratch: Vec<bool>,
 }
 
 impl RoundRobin {
@@ -193,6 +193,14 @@ struct DialPlanC {
     rules: Vec<Rule>,
 }
 
+/// A route's pattern as the matcher takes it.
+enum Pattern {
+    /// Literal prefixes with their tail.
+    Literal(Vec<(Vec<Vec<u8>>, matcher::Tail)>),
+    /// Verifier index and required prefixes (anchored or not).
+    General(u32, (Vec<Vec<u8>>, bool)),
+}
+
 struct RouteInfo {
     gateways: SmallVec<[TrunkId; 4]>,
     suppress_caller_id: bool,
@@ -234,11 +242,66 @@ impl std::fmt::Debug for RouteTable {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// How the matcher takes route `r`'s pattern (a general pattern's verifier goes into `b`);
+/// None, with a diagnostic, when it does not compile.
+fn analyse(
+    classes: &mut Classes,
+    b: &mut MatcherBuilder,
+    r: &crate::config::VoiceRoute,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Pattern> {
+    // The common shape needs no regex parse at all.
+    if let Some(l) = simple_pattern(&r.number_pattern).and_then(matcher::simple_literal) {
+        if let Some(t) = classes.tail(&l) {
+            return Some(Pattern::Literal(vec![(l.prefixes, t)]));
+        }
+    }
+    let hir = match parse_pattern(&r.number_pattern) {
+        Ok(p) => p.hir,
+        Err(e) => {
+            let msg = Config::bad_number_pattern(&e);
+            diags.push(Diagnostic::new(None, Some(&r.identity), msg));
+            return None;
+        }
+    };
+    let lit = matcher::analyze(&hir).and_then(|lits| {
+        lits.into_iter()
+            .map(|l| classes.tail(&l).map(|t| (l.prefixes, t)))
+            .collect::<Option<Vec<_>>>()
+    });
+    if let Some(lit) = lit {
+        return Some(Pattern::Literal(lit));
+    }
+    match matcher::Verifier::new(&hir, &r.number_pattern) {
+        Ok(v) => Some(Pattern::General(
+            b.add_verifier(v),
+            matcher::required_prefixes(&hir),
+        )),
+        Err(e) => {
+            diags.push(Diagnostic::new(
+                None,
+                Some(&r.identity),
+                format!("`number_pattern` does not compile: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 impl RouteTable {
     /// Compiles a configuration; validates it first (a config changed in memory may be
     /// invalid) and returns every problem.
     pub fn build(cfg: Arc<Config>) -> Result<RouteTable, Vec<Diagnostic>> {
-        cfg.validate()?;
+        // Route patterns are parsed once, below, for the matcher.
+        if let Err(mut diags) = cfg.validate_except_route_patterns() {
+            for r in &cfg.voice_route {
+                if let Err(e) = parse_pattern(&r.number_pattern) {
+                    let msg = Config::bad_number_pattern(&e);
+                    diags.push(Diagnostic::new(None, Some(&r.identity), msg));
+                }
+            }
+            return Err(diags);
+        }
         let mut diags = Vec::new();
         let usage_ix: HashMap<&str, UsageId> = cfg
             .voice
@@ -364,9 +427,6 @@ impl RouteTable {
         // Routes of each usage by priority, then file order: that position is the rank.
         let mut per_usage: Vec<Vec<u32>> = vec![Vec::new(); cfg.voice.pstn_usages.len()];
         let mut routes = Vec::with_capacity(cfg.voice_route.len());
-        let mut classes = Classes::default();
-        let mut analysed = Vec::with_capacity(cfg.voice_route.len());
-        let mut literal_routes = 0;
         for (i, r) in cfg.voice_route.iter().enumerate() {
             routes.push(RouteInfo {
                 gateways: r
@@ -383,53 +443,50 @@ impl RouteTable {
                     per_usage[u as usize].push(i as u32);
                 }
             }
-            let lit = parse_pattern(&r.number_pattern)
-                .ok()
-                .and_then(|p| matcher::analyze(&p.hir))
-                .and_then(|lits| {
-                    lits.into_iter()
-                        .map(|l| classes.tail(&l).map(|t| (l.prefixes, t)))
-                        .collect::<Option<Vec<_>>>()
-                });
-            literal_routes += usize::from(lit.is_some());
-            analysed.push(lit);
         }
-        let mut b = MatcherBuilder::new(per_usage.len(), literal_routes);
-        for (u, mut list) in per_usage.into_iter().enumerate() {
-            let u16_ = u as u16;
+        // (route, usage, rank), by route: each route goes into the matcher once it is analysed.
+        let mut ranks: Vec<(u32, u16, u32)> =
+            Vec::with_capacity(per_usage.iter().map(Vec::len).sum());
+        for (u, list) in per_usage.iter_mut().enumerate() {
             list.sort_by_key(|&r| (cfg.voice_route[r as usize].priority, r));
-            for (rank, &r) in list.iter().enumerate() {
-                let rank = rank as u32;
-                match &analysed[r as usize] {
-                    Some(lits) => {
+            ranks.extend(
+                list.iter()
+                    .enumerate()
+                    .map(|(rank, &r)| (r, u as u16, rank as u32)),
+            );
+        }
+        drop(per_usage);
+        ranks.sort_unstable();
+        let mut classes = Classes::default();
+        let mut b = MatcherBuilder::new(cfg.voice_route.len());
+        let mut literal_routes = 0;
+        let mut next_rank = 0;
+        for (i, r) in cfg.voice_route.iter().enumerate() {
+            let first = next_rank;
+            while ranks.get(next_rank).is_some_and(|x| x.0 == i as u32) {
+                next_rank += 1;
+            }
+            let mine = &ranks[first..next_rank];
+            let Some(pattern) = analyse(&mut classes, &mut b, r, &mut diags) else {
+                continue;
+            };
+            literal_routes += usize::from(matches!(pattern, Pattern::Literal(_)));
+            for &(_, u, rank) in mine {
+                match &pattern {
+                    Pattern::Literal(lits) => {
                         for (prefixes, tail) in lits {
                             for p in prefixes {
-                                b.add_literal(u16_, rank, RouteId(r), p, *tail);
+                                b.add_literal(u, rank, RouteId(i as u32), p, *tail);
                             }
                         }
                     }
-                    None => b.add_general(
-                        u16_,
-                        rank,
-                        RouteId(r),
-                        &cfg.voice_route[r as usize].number_pattern,
-                    ),
+                    Pattern::General(v, prefixes) => {
+                        b.add_general(u, rank, RouteId(i as u32), *v, prefixes)
+                    }
                 }
             }
         }
-        let matcher = match b.finish() {
-            Ok(m) => m,
-            Err(errors) => {
-                for (u, e) in errors {
-                    diags.push(Diagnostic::new(
-                        None,
-                        Some(&cfg.voice.pstn_usages[u]),
-                        format!("the number patterns of this usage's routes do not compile together: {e}"),
-                    ));
-                }
-                Matcher::default()
-            }
-        };
+        let matcher = b.finish();
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -505,7 +562,8 @@ impl RouteTable {
             .map_or("", |r| r.identity.as_str())
     }
 
-    /// Number of voice routes, and how many of them the trie serves (the rest are regexes).
+    /// Number of voice routes, and how many of them are served by literal prefix (the rest run
+    /// a DFA).
     pub fn route_counts(&self) -> (usize, usize) {
         (self.routes.len(), self.literal_routes)
     }
@@ -533,9 +591,9 @@ impl RouteTable {
         rr: &mut RoundRobin,
     ) -> Decision {
         rr.bind(self);
-        let RoundRobin { next, scratch, .. } = rr;
+        let next = &mut rr.next;
         let mut rot = |route: RouteId, len: usize| take_turn(next, route, len);
-        self.run(source, called, calling, &mut rot, scratch, None)
+        self.run(source, called, calling, &mut rot, None)
     }
 
     /// The decision of [`RouteTable::decide`] step by step, for `test-intertrunk-routing`.
@@ -557,15 +615,7 @@ impl RouteTable {
             sip_status: 0,
             lync_diagnostic: None,
         };
-        let mut scratch = Vec::new();
-        let d = self.run(
-            source,
-            called,
-            calling,
-            &mut |_, _| 0,
-            &mut scratch,
-            Some(&mut trace),
-        );
+        let d = self.run(source, called, calling, &mut |_, _| 0, Some(&mut trace));
         trace.outcome = match &d {
             Decision::Route(_) => Outcome::Route,
             Decision::NoRoute => Outcome::NoRoute,
@@ -584,7 +634,6 @@ impl RouteTable {
         called: &str,
         calling: &str,
         rot: &mut dyn FnMut(RouteId, usize) -> usize,
-        scratch: &mut Vec<bool>,
         mut trace: Option<&mut Trace>,
     ) -> Decision {
         let Some(trunk) = self.trunks.get(source.0 as usize) else {
@@ -624,8 +673,7 @@ impl RouteTable {
                 .trie_matches(&self.classes, &normalized, &mut trie);
         }
         for &usage in &trunk.pstn_usages {
-            self.matcher
-                .usage_matches(usage.0, &normalized, &trie, scratch, &mut hits);
+            self.matcher.usage_matches(usage.0, &trie, &mut hits);
             let mut ut = trace.as_ref().map(|_| UsageTrace {
                 usage: self.usage_name(usage).to_owned(),
                 routes: Vec::new(),
