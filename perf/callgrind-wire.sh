@@ -10,7 +10,7 @@ bin=target/release/examples/wire_iterations
 out=perf/out
 mkdir -p "$out"
 count() {
-    valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.wire.$1" "$bin" "$1" 2>&1 \
+    valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.wire.$1${2:-}" "$bin" "$1" ${2:-} 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 small=1000
@@ -18,4 +18,9 @@ large=21000
 a=$(count $small)
 b=$(count $large)
 echo "instructions: $small iterations: $a, $large iterations: $b"
-echo "instructions per parse+rewrite: $(( (b - a) / (large - small) ))"
+both=$(( (b - a) / (large - small) ))
+echo "instructions per parse+rewrite: $both"
+pa=$(count $small parse)
+pb=$(count $large parse)
+parse=$(( (pb - pa) / (large - small) ))
+echo "instructions per parse alone: $parse (parse+rewrite = $(( both * 100 / parse ))% of parse alone)"

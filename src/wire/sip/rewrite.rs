@@ -265,10 +265,30 @@ pub fn rewrite_request(
         w.put(b"Max-Forwards: 70\r\n");
     }
     let (mut seen_via, mut popped_route, mut has_cl) = (false, false, false);
+    // Untouched fields are contiguous in the datagram: copy each run of them with one put.
+    let mut run = Run::default();
     for (e, line_end) in msg.fields() {
         if rw.strip.contains(&e.name) {
+            run.flush(&mut w, msg);
             continue;
         }
+        let touched = match e.name {
+            HeaderName::Via => !seen_via,
+            HeaderName::Route => rw.pop_route && !popped_route,
+            HeaderName::MaxForwards => decrement,
+            HeaderName::From => rw.from_user.is_some(),
+            HeaderName::PAssertedIdentity => rw.pai_user.is_some(),
+            HeaderName::ContentLength => {
+                has_cl = true;
+                rw.body.is_some()
+            }
+            _ => false,
+        };
+        if !touched {
+            run.extend(&mut w, msg, usize::from(e.line_start), line_end);
+            continue;
+        }
+        run.flush(&mut w, msg);
         match e.name {
             HeaderName::Via if !seen_via => {
                 seen_via = true;
@@ -292,17 +312,11 @@ pub fn rewrite_request(
             HeaderName::PAssertedIdentity if rw.pai_user.is_some() => {
                 replace_users(&mut w, msg, e, rw.pai_user.unwrap_or_default())?;
             }
-            HeaderName::ContentLength => {
-                has_cl = true;
-                if rw.body.is_some() {
-                    put_content_length(&mut w, msg, e, body.len());
-                } else {
-                    copy_line(&mut w, msg, e, line_end);
-                }
-            }
+            HeaderName::ContentLength => put_content_length(&mut w, msg, e, body.len()),
             _ => copy_line(&mut w, msg, e, line_end),
         }
     }
+    run.flush(&mut w, msg);
     if !has_cl {
         w.put(b"Content-Length: ");
         w.put_u32(body.len() as u32);
@@ -327,26 +341,30 @@ pub fn rewrite_response(
     let mut w = Writer::new(out);
     w.put(msg.slice(usize::from(msg.begin)..usize::from(msg.headers_start)));
     let (mut popped, mut has_cl) = (!rw.pop_via, false);
+    let mut run = Run::default();
     for (e, line_end) in msg.fields() {
         if rw.strip.contains(&e.name) {
+            run.flush(&mut w, msg);
             continue;
         }
         match e.name {
             HeaderName::Via if !popped => {
+                run.flush(&mut w, msg);
                 popped = true;
                 drop_first_value(&mut w, msg, e);
             }
-            HeaderName::ContentLength => {
+            HeaderName::ContentLength if rw.body.is_some() => {
+                run.flush(&mut w, msg);
                 has_cl = true;
-                if rw.body.is_some() {
-                    put_content_length(&mut w, msg, e, body.len());
-                } else {
-                    copy_line(&mut w, msg, e, line_end);
-                }
+                put_content_length(&mut w, msg, e, body.len());
             }
-            _ => copy_line(&mut w, msg, e, line_end),
+            name => {
+                has_cl |= name == HeaderName::ContentLength;
+                run.extend(&mut w, msg, usize::from(e.line_start), line_end);
+            }
         }
     }
+    run.flush(&mut w, msg);
     if !popped {
         return Err(Error::MissingHeader);
     }
@@ -358,6 +376,36 @@ pub fn rewrite_response(
     w.put(msg.slice(msg.blank.range()));
     w.put(body);
     w.finish()
+}
+
+/// A run of untouched, adjacent header fields not yet copied (octet offsets in the datagram).
+#[derive(Default)]
+struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// Adds the field at `start..end`; a gap (a dropped field in between) flushes first.
+    #[inline]
+    fn extend(&mut self, w: &mut Writer<'_>, msg: &Message<'_>, start: usize, end: usize) {
+        if self.start == self.end {
+            *self = Run { start, end };
+        } else if start == self.end {
+            self.end = end;
+        } else {
+            self.flush(w, msg);
+            *self = Run { start, end };
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self, w: &mut Writer<'_>, msg: &Message<'_>) {
+        if self.start != self.end {
+            w.put(msg.slice(self.start..self.end));
+        }
+        self.start = self.end;
+    }
 }
 
 /// Copies a field byte for byte, its own line end included.
