@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod driver;
+pub mod fnv;
 pub mod media;
 pub mod proxy;
 pub mod rng;

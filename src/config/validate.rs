@@ -1,7 +1,6 @@
 //! The semantic checks of a configuration: identities, references, patterns, addresses.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::schema::{Elem, SourceMap};
 use super::translation::{parse_pattern, simple_pattern, Translation};
@@ -26,30 +25,10 @@ impl Ctx<'_> {
     }
 }
 
-/// FNV-1a: identities come from the operator's own file, not from the network, so a keyed
-/// (SipHash) hasher buys nothing here and costs a large part of checking a big table.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<Fnv>>;
+// Identities come from the operator's own file, not from the network: a keyed hasher buys
+// nothing here and costs a large part of checking a big table.
+type FastMap<K, V> = HashMap<K, V, crate::fnv::BuildFnv>;
+type FastSet<K> = HashSet<K, crate::fnv::BuildFnv>;
 
 /// Appends every semantic problem of `cfg` to `diags`.
 pub(crate) fn check(cfg: &Config, map: Option<&SourceMap>, diags: &mut Vec<Diagnostic>) {

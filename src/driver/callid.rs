@@ -50,12 +50,7 @@ fn trim(s: &[u8]) -> &[u8] {
 /// FNV-1a, 64 bits: stable across processes and versions, so every worker (and the proxy,
 /// if it needs to know) agrees on the owner.
 pub fn call_id_hash(call_id: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in call_id {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::fnv::hash(call_id)
 }
 
 /// The worker owning this datagram, or `None` without a Call-ID.

@@ -114,12 +114,7 @@ pub fn new_tag(rng: &mut Rng) -> [u8; 16] {
 /// FNV-1a over a Call-ID: the owner core of a dialog is `hash % cores`. It must agree with
 /// the driver's dispatch (`driver::call_id_hash`), which hands every datagram to that core.
 pub fn call_id_hash(call_id: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in call_id {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::fnv::hash(call_id)
 }
 
 /// A Call-ID for requests we originate (OPTIONS probes): random hex `@` our host, drawn so

@@ -25,6 +25,7 @@ use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use smallvec::SmallVec;
 
 use super::RouteId;
+use crate::fnv;
 
 /// A character class of a pattern's tail, e.g. `\d` (which is Unicode-aware, as in the regex).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -525,14 +526,6 @@ struct Slot {
     n_entries: u32,
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-#[inline]
-fn hash_step(h: u64, b: u8) -> u64 {
-    (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
-}
-
 #[inline]
 fn mix(h: u64) -> u64 {
     (h ^ (h >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -545,7 +538,7 @@ impl PrefixTable {
             visit(e, 0);
         }
         let mask = self.slots.len().wrapping_sub(1);
-        let mut h = FNV_OFFSET;
+        let mut h = fnv::OFFSET;
         let mut done = 0usize;
         for &len in &self.lens {
             let len = usize::from(len);
@@ -553,7 +546,7 @@ impl PrefixTable {
                 break;
             };
             for &b in chunk {
-                h = hash_step(h, b);
+                h = fnv::step(h, b);
             }
             done = len;
             let m = mix(h);
@@ -674,9 +667,9 @@ impl PrefixTableBuilder {
         t.filter = vec![0; bits / 64];
         t.filter_mask = bits as u64 - 1;
         for &(off, len, first, n) in &groups {
-            let mut h = FNV_OFFSET;
+            let mut h = fnv::OFFSET;
             for &b in &t.keys[off as usize..off as usize + usize::from(len)] {
-                h = hash_step(h, b);
+                h = fnv::step(h, b);
             }
             let m = mix(h);
             let bit = (m >> 16) & t.filter_mask;

@@ -269,51 +269,44 @@ pub fn rewrite_request(
     let mut run = Run::default();
     for (e, line_end) in msg.fields() {
         if rw.strip.contains(&e.name) {
-            run.flush(&mut w, msg);
             continue;
         }
-        let touched = match e.name {
-            HeaderName::Via => !seen_via,
-            HeaderName::Route => rw.pop_route && !popped_route,
-            HeaderName::MaxForwards => decrement,
-            HeaderName::From => rw.from_user.is_some(),
-            HeaderName::PAssertedIdentity => rw.pai_user.is_some(),
-            HeaderName::ContentLength => {
-                has_cl = true;
-                rw.body.is_some()
-            }
-            _ => false,
-        };
-        if !touched {
-            run.extend(&mut w, msg, usize::from(e.line_start), line_end);
-            continue;
-        }
-        run.flush(&mut w, msg);
+        has_cl |= e.name == HeaderName::ContentLength;
         match e.name {
             HeaderName::Via if !seen_via => {
                 seen_via = true;
                 match rw.received_from {
-                    Some(src) => stamp_via(&mut w, msg, e, src)?,
-                    None => copy_line(&mut w, msg, e, line_end),
+                    Some(src) => {
+                        run.flush(&mut w, msg);
+                        stamp_via(&mut w, msg, e, src)?;
+                    }
+                    None => run.extend(&mut w, msg, usize::from(e.line_start), line_end),
                 }
             }
             HeaderName::Route if rw.pop_route && !popped_route => {
+                run.flush(&mut w, msg);
                 popped_route = true;
                 drop_first_value(&mut w, msg, e);
             }
             HeaderName::MaxForwards if decrement => {
+                run.flush(&mut w, msg);
                 w.put(msg.slice(usize::from(e.line_start)..usize::from(e.value.start)));
                 w.put_u32(mf.unwrap_or(70).saturating_sub(1));
                 w.put(msg.slice(usize::from(e.value.end)..line_end));
             }
             HeaderName::From if rw.from_user.is_some() => {
+                run.flush(&mut w, msg);
                 replace_users(&mut w, msg, e, rw.from_user.unwrap_or_default())?;
             }
             HeaderName::PAssertedIdentity if rw.pai_user.is_some() => {
+                run.flush(&mut w, msg);
                 replace_users(&mut w, msg, e, rw.pai_user.unwrap_or_default())?;
             }
-            HeaderName::ContentLength => put_content_length(&mut w, msg, e, body.len()),
-            _ => copy_line(&mut w, msg, e, line_end),
+            HeaderName::ContentLength if rw.body.is_some() => {
+                run.flush(&mut w, msg);
+                put_content_length(&mut w, msg, e, body.len());
+            }
+            _ => run.extend(&mut w, msg, usize::from(e.line_start), line_end),
         }
     }
     run.flush(&mut w, msg);
@@ -344,7 +337,6 @@ pub fn rewrite_response(
     let mut run = Run::default();
     for (e, line_end) in msg.fields() {
         if rw.strip.contains(&e.name) {
-            run.flush(&mut w, msg);
             continue;
         }
         match e.name {
@@ -406,10 +398,4 @@ impl Run {
         }
         self.start = self.end;
     }
-}
-
-/// Copies a field byte for byte, its own line end included.
-#[inline]
-fn copy_line(w: &mut Writer<'_>, msg: &Message<'_>, e: &Entry, line_end: usize) {
-    w.put(msg.slice(usize::from(e.line_start)..line_end));
 }
