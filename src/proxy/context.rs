@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::branch::Branch;
 use super::timers::earliest;
-use super::transaction::{ClientTxn, ServerState, ServerTxn};
+use super::transaction::{ClientState, ClientTxn, ServerState, ServerTxn};
 use crate::media::Leg;
 use crate::route::{Candidate, RouteTable, TrunkId};
 
@@ -118,6 +118,39 @@ impl Ctx {
             .as_ref()
             .is_none_or(|s| !matches!(s.txn.state, ServerState::Trying | ServerState::Proceeding))
             && self.branches.iter().all(|b| !b.txn.is_pending())
+    }
+
+    /// A settled context lingers up to 64*T1 only to absorb retransmissions (Timers D, J,
+    /// L, M): it keeps what that needs and frees the rest, so that lingering contexts cost a
+    /// fraction of a live one (at 2,000 calls/s some 130,000 of them linger at any time).
+    /// Kept: the last response of a server transaction that re-sends it (Proceeding is gone;
+    /// Completed for INVITE until the ACK, and non-INVITE), and the request of an INVITE
+    /// branch that may still have to ACK a retransmitted final (Completed, or an abandoned
+    /// branch's 2xx).
+    pub fn shed_settled_state(&mut self) {
+        if !self.is_settled() {
+            return;
+        }
+        self.routing = None;
+        self.best = None;
+        if let Some(s) = self.server.as_mut() {
+            s.request = Vec::new();
+            let resends = !s.txn.invite || s.txn.state == ServerState::Completed;
+            if !resends {
+                s.last = Vec::new();
+            }
+        }
+        for b in &mut self.branches {
+            let acks = b.txn.invite && (b.abandoned || b.txn.state == ClientState::Completed);
+            if !acks {
+                b.request = Vec::new();
+            }
+            if let Some(c) = b.cancel.as_mut() {
+                if !c.txn.is_pending() {
+                    c.bytes = Vec::new();
+                }
+            }
+        }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -353,6 +353,7 @@ impl<B: PortBinder> Proxy<B> {
             self.remove_ctx(now, key);
             return;
         }
+        ctx.shed_settled_state();
         let next = ctx.next_deadline();
         self.timers
             .arm(&mut ctx.wake, next, Entity::Ctx(key.0), key.1);

@@ -717,6 +717,43 @@ fn pbx_to_pbx_call() {
     sim.assert_clean();
 }
 
+#[test]
+fn lingering_transactions_keep_only_what_retransmissions_need() {
+    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let (mut a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
+    let bye_in = a.in_dialog("BYE", None);
+    sim.send(PBX1, &bye_in);
+    let bye = sim.expect_method(PBX2, Method::Bye);
+    sim.send(PBX2, &reply(&bye, 200, None, None, None));
+    let ok = sim.expect_status(PBX1, 200);
+    // Both the INVITE and the BYE contexts linger (Timers L/M and J) but are settled: no
+    // request copies, no routing state, and only the BYE keeps its last response.
+    let lingering: Vec<_> = sim
+        .proxy
+        .ctxs
+        .iter()
+        .filter(|(_, _, c)| !matches!(c.kind, super::context::CtxKind::Probe(..)))
+        .map(|(_, _, c)| c)
+        .collect();
+    assert_eq!(lingering.len(), 2, "INVITE and BYE contexts linger");
+    for c in &lingering {
+        assert!(c.routing.is_none() && c.best.is_none());
+        let s = c.server.as_ref().expect("server side");
+        assert!(s.request.is_empty(), "request copy freed");
+        assert_eq!(
+            s.last.is_empty(),
+            s.txn.invite,
+            "only the BYE re-sends its 200"
+        );
+        assert!(c.branches.iter().all(|b| b.request.is_empty()));
+    }
+    // A retransmitted BYE still gets the same 200, from the lingering transaction.
+    sim.send(PBX1, &bye_in);
+    assert_eq!(sim.expect_status(PBX1, 200), ok);
+    sim.quiet(PBX2);
+    sim.assert_clean();
+}
+
 /// PBX1 calls the PSTN; gw1 is tried first, gw2 second.
 fn pstn_call(sim: &mut Sim) -> (Ua, Vec<u8>) {
     let mut a = Ua::caller(PBX1, "+15551234567", "fo@pbx1");
