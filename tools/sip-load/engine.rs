@@ -1351,3 +1351,346 @@ impl Drop for Generator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn ident() -> UacIdent {
+        UacIdent {
+            local: sa("127.0.67.11:5091"),
+            target: sa("127.0.67.1:5070"),
+            number: "4930123456".into(),
+            pid: 42,
+        }
+    }
+
+    #[test]
+    fn invite_parses_back_as_the_harness_invite() {
+        let mut b = Vec::new();
+        ident().invite(7, &mut b);
+        let m = Message::parse(&b).unwrap();
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(
+            m.request_uri(),
+            Some(&b"sip:4930123456@127.0.67.1:5070"[..])
+        );
+        assert_eq!(m.call_id().unwrap(), b"7-42@127.0.67.11");
+        let cseq = m.cseq().unwrap();
+        assert_eq!((cseq.number, cseq.method), (1, Method::Invite));
+        let via = m.top_via().unwrap();
+        assert_eq!(via.host, b"127.0.67.11");
+        assert_eq!(via.port, Some(5091));
+        assert!(via.has_rfc3261_branch());
+        assert_eq!(m.from().unwrap().tag, Some(&b"42slTag007"[..]));
+        assert_eq!(m.to().unwrap().tag, None);
+        assert_eq!(m.max_forwards().unwrap(), Some(70));
+        assert_eq!(m.content_type(), Some(&b"application/sdp"[..]));
+        let body = std::str::from_utf8(m.body()).unwrap();
+        assert!(body.starts_with("v=0\r\no=gw 53655765 2353687637 IN IP4 127.0.67.11\r\n"));
+        assert!(body.contains("m=audio 6000 RTP/AVP 8 0\r\n"));
+        assert!(body.ends_with("a=sendrecv\r\n"));
+        // a retransmission is the very same datagram
+        let mut again = Vec::new();
+        ident().invite(7, &mut again);
+        assert_eq!(b, again);
+    }
+
+    /// The UAS side: the 200 to an INVITE that went through two record-routing proxies.
+    fn two_proxy_200() -> Vec<u8> {
+        let mut inv = Vec::new();
+        ident().invite(3, &mut inv);
+        // What the UAS receives: two more Vias and two Record-Routes (p2 nearest the UAS),
+        // one of them in a comma list with a parameter.
+        let text = String::from_utf8(inv).unwrap().replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 127.0.67.2:5080;branch=z9hG4bKp2;rport=5080;received=127.0.67.2\r\nVia: SIP/2.0/UDP 127.0.67.1:5070;branch=z9hG4bKp1\r\nRecord-Route: <sip:127.0.67.2:5080;lr>\r\nRecord-Route: <sip:127.0.67.1:5070;lr;ftag=x>\r\nVia: ",
+            1,
+        );
+        let req = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            response_dest(&req, sa("127.0.67.99:1")),
+            sa("127.0.67.2:5080")
+        );
+        let mut ok = Vec::new();
+        let sdp = uas_sdp(sa("127.0.67.21:5090"));
+        build_response(
+            &req,
+            200,
+            "OK",
+            Some(b"t1"),
+            true,
+            Some(sa("127.0.67.21:5090")),
+            Some(&sdp),
+            &mut ok,
+        );
+        ok
+    }
+
+    #[test]
+    fn response_copies_the_dialog_fields_and_adds_the_to_tag() {
+        let ok = two_proxy_200();
+        let m = Message::parse(&ok).unwrap();
+        assert_eq!(m.status(), Some(200));
+        let vias: Vec<_> = m.vias().map(|v| v.unwrap().host).collect();
+        assert_eq!(vias, [&b"127.0.67.2"[..], b"127.0.67.1", b"127.0.67.11"]);
+        let rr: Vec<_> = m.record_routes().map(|r| r.unwrap().uri).collect();
+        assert_eq!(
+            rr,
+            [
+                &b"sip:127.0.67.2:5080;lr"[..],
+                b"sip:127.0.67.1:5070;lr;ftag=x"
+            ]
+        );
+        assert_eq!(m.to().unwrap().tag, Some(&b"t1"[..]));
+        assert_eq!(m.from().unwrap().tag, Some(&b"42slTag003"[..]));
+        assert_eq!(m.call_id().unwrap(), b"3-42@127.0.67.11");
+        assert_eq!(m.cseq().unwrap().method, Method::Invite);
+        assert_eq!(
+            m.contact().unwrap().unwrap().uri,
+            b"sip:pbx@127.0.67.21:5090;transport=UDP"
+        );
+        assert!(m.body().starts_with(b"v=0\r\no=pbx "));
+        // the BYE's 200 keeps the To tag it already has and carries no Record-Route
+        let mut bye = Vec::new();
+        let d = Dialog::from_2xx(&m).unwrap();
+        ident().in_dialog(Method::Bye, 3, &d, &mut bye);
+        let bye = Message::parse(&bye).unwrap();
+        let mut r = Vec::new();
+        build_response(&bye, 200, "OK", Some(b"zz"), false, None, None, &mut r);
+        let r = Message::parse(&r).unwrap();
+        assert_eq!(r.to().unwrap().tag, Some(&b"t1"[..]));
+        assert_eq!(r.record_routes().count(), 0);
+        assert_eq!(r.cseq().unwrap().method, Method::Bye);
+    }
+
+    #[test]
+    fn route_set_is_the_record_route_reversed_with_loose_routing() {
+        let ok = two_proxy_200();
+        let m = Message::parse(&ok).unwrap();
+        let d = Dialog::from_2xx(&m).unwrap();
+        // the proxy nearest the UAC (last Record-Route) is the first hop
+        assert_eq!(d.next_hop, sa("127.0.67.1:5070"));
+        assert_eq!(&*d.request_uri, b"sip:pbx@127.0.67.21:5090;transport=UDP");
+        for method in [Method::Ack, Method::Bye] {
+            let mut b = Vec::new();
+            ident().in_dialog(method, 3, &d, &mut b);
+            let r = Message::parse(&b).unwrap();
+            assert_eq!(r.method(), Some(method));
+            assert_eq!(
+                r.request_uri(),
+                Some(&b"sip:pbx@127.0.67.21:5090;transport=UDP"[..])
+            );
+            let routes: Vec<_> = r.routes().map(|x| x.unwrap().uri).collect();
+            assert_eq!(
+                routes,
+                [
+                    &b"sip:127.0.67.1:5070;lr;ftag=x"[..],
+                    b"sip:127.0.67.2:5080;lr"
+                ]
+            );
+            assert_eq!(r.to().unwrap().tag, Some(&b"t1"[..]));
+            assert_eq!(r.from().unwrap().tag, Some(&b"42slTag003"[..]));
+            assert_eq!(r.call_id().unwrap(), b"3-42@127.0.67.11");
+            let cseq = r.cseq().unwrap();
+            assert_eq!(cseq.number, if method == Method::Ack { 1 } else { 2 });
+            // a new transaction: not the INVITE's branch
+            assert_ne!(r.top_via().unwrap().branch, Some(&b"z9hG4bK-42-3-inv"[..]));
+        }
+    }
+
+    #[test]
+    fn strict_router_becomes_the_request_uri() {
+        let text = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.67.11:5091;branch=z9hG4bKx\r\nRecord-Route: <sip:127.0.67.2:5080;lr>, <sip:127.0.67.1:5070>\r\nFrom: <sip:a@b>;tag=a\r\nTo: <sip:c@d>;tag=b\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.67.21:5090>\r\nContent-Length: 0\r\n\r\n";
+        let d = Dialog::from_2xx(&Message::parse(text.as_bytes()).unwrap()).unwrap();
+        assert_eq!(&*d.request_uri, b"sip:127.0.67.1:5070");
+        assert_eq!(d.next_hop, sa("127.0.67.1:5070"));
+        assert_eq!(
+            &*d.route,
+            b"<sip:127.0.67.2:5080;lr>, <sip:pbx@127.0.67.21:5090>"
+        );
+        // no Record-Route: straight to the Contact
+        let direct = text.replace(
+            "Record-Route: <sip:127.0.67.2:5080;lr>, <sip:127.0.67.1:5070>\r\n",
+            "",
+        );
+        let d = Dialog::from_2xx(&Message::parse(direct.as_bytes()).unwrap()).unwrap();
+        assert_eq!(d.next_hop, sa("127.0.67.21:5090"));
+        assert!(d.route.is_empty());
+    }
+
+    #[test]
+    fn unusable_2xx_is_refused() {
+        let base = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.67.11:5091;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=a\r\nTo: <sip:c@d>;tag=b\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.67.21:5090>\r\nContent-Length: 0\r\n\r\n";
+        let cases = [
+            base.replace("Contact: <sip:pbx@127.0.67.21:5090>\r\n", ""),
+            base.replace("To: <sip:c@d>;tag=b", "To: <sip:c@d>"),
+            base.replace("pbx@127.0.67.21", "pbx@pbx.example"),
+            base.replace(
+                "Contact:",
+                "Record-Route: <sip:proxy.example;lr>\r\nContact:",
+            ),
+        ];
+        for c in cases {
+            assert!(
+                Dialog::from_2xx(&Message::parse(c.as_bytes()).unwrap()).is_err(),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn responses_follow_the_top_via() {
+        let req = |via: &str| {
+            format!("BYE sip:x@127.0.67.21 SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=a\r\nTo: <sip:c@d>;tag=b\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")
+        };
+        let src = sa("127.0.67.9:7777");
+        let cases = [
+            (
+                "SIP/2.0/UDP 127.0.67.1:5070;branch=z9hG4bKa",
+                "127.0.67.1:5070",
+            ),
+            ("SIP/2.0/UDP 127.0.67.1;branch=z9hG4bKa", "127.0.67.1:5060"),
+            (
+                "SIP/2.0/UDP 127.0.67.1:5070;branch=z9hG4bKa;rport",
+                "127.0.67.9:7777",
+            ),
+            (
+                "SIP/2.0/UDP 127.0.67.1:5070;branch=z9hG4bKa;received=127.0.67.3;rport=6000",
+                "127.0.67.3:6000",
+            ),
+            (
+                "SIP/2.0/UDP proxy.example:5070;branch=z9hG4bKa",
+                "127.0.67.9:7777",
+            ),
+        ];
+        for (via, want) in cases {
+            let text = req(via);
+            let m = Message::parse(text.as_bytes()).unwrap();
+            assert_eq!(response_dest(&m, src), sa(want), "{via}");
+        }
+    }
+
+    #[test]
+    fn non_2xx_ack_is_part_of_the_invite_transaction() {
+        let mut b = Vec::new();
+        ident().ack_non2xx(5, b"<sip:4930123456@127.0.67.1:5070>;tag=e", &mut b);
+        let m = Message::parse(&b).unwrap();
+        assert_eq!(m.method(), Some(Method::Ack));
+        assert_eq!(
+            m.request_uri(),
+            Some(&b"sip:4930123456@127.0.67.1:5070"[..])
+        );
+        assert_eq!(m.top_via().unwrap().branch, Some(&b"z9hG4bK-42-5-inv"[..]));
+        assert_eq!(m.cseq().unwrap().number, 1);
+        assert_eq!(m.to().unwrap().tag, Some(&b"e"[..]));
+    }
+
+    fn cfg(uac: &str, uas: &str, target: &str) -> Config {
+        Config {
+            uac: sa(uac),
+            uas: sa(uas),
+            target: sa(target),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn uac_and_uas_complete_calls_directly() {
+        let mut g = Generator::start(cfg(
+            "127.0.67.11:6101",
+            "127.0.67.21:6102",
+            "127.0.67.21:6102",
+        ))
+        .unwrap();
+        let st = g.run_trial(400.0, 0.5);
+        assert_eq!(st.planned, 200);
+        assert_eq!((st.completed, st.failed), (200, 0), "{st:?}");
+        assert!(st.pass(), "{st:?}");
+        assert_eq!(st.setup_us.len(), 200);
+        // a second trial on the same generator: fresh Call-IDs, same result
+        let st = g.run_trial(400.0, 0.25);
+        assert_eq!((st.completed, st.failed), (100, 0));
+    }
+
+    #[test]
+    fn unanswered_calls_time_out_and_a_full_table_fails_attempts() {
+        // Nobody listens at the target: every INVITE is retransmitted, then times out.
+        let mut c = cfg("127.0.67.11:6111", "127.0.67.21:6112", "127.0.67.31:6113");
+        c.call_timeout = Duration::from_millis(1200);
+        c.max_calls = 5;
+        let _blackhole = UdpSocket::bind("127.0.67.31:6113").unwrap();
+        let mut g = Generator::start(c).unwrap();
+        let st = g.run_trial(20.0, 0.5);
+        assert_eq!(st.planned, 10);
+        assert_eq!(st.completed, 0);
+        assert_eq!(st.failed, 10);
+        assert_eq!(st.failed_table_full, 5);
+        assert_eq!(st.failed_timeout, 5);
+        // Timer A: 500 ms, then 1000 ms later; 1.2 s allows exactly one retransmission each
+        assert_eq!(st.retx_sent, 5);
+        assert!(!st.pass());
+    }
+
+    /// A record-routing forwarder that drops the first copy of every INVITE, ACK and BYE, so
+    /// every retransmission path runs: Timer A (INVITE), Timer G (the UAS's 200 until the
+    /// ACK, re-ACKed by the UAC) and Timer E (BYE).
+    fn lossy_proxy(sock: UdpSocket, uas: SocketAddr, stop: Arc<AtomicBool>) -> u64 {
+        let me = sock.local_addr().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut dropped = 0;
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(m) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            let (Some(method), Ok(cid)) = (m.method(), m.call_id()) else {
+                continue;
+            };
+            if seen.insert((method.as_bytes().to_vec(), cid.to_vec())) {
+                dropped += 1;
+                continue;
+            }
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let out = if method == Method::Invite {
+                text.replacen("\r\n", &format!("\r\nRecord-Route: <sip:{me};lr>\r\n"), 1)
+            } else {
+                text
+            };
+            let _ = sock.send_to(out.as_bytes(), uas);
+        }
+        dropped
+    }
+
+    #[test]
+    fn every_retransmission_path_recovers_a_lost_datagram() {
+        let proxy = UdpSocket::bind("127.0.67.1:6123").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let p = std::thread::spawn(move || lossy_proxy(proxy, sa("127.0.67.21:6122"), s));
+        // The BYE waits 200 ms after the ACK, so the UAS's Timer G (1 s) fires before the BYE
+        // retransmission (1.2 s) ends the call.
+        let mut c = cfg("127.0.67.11:6121", "127.0.67.21:6122", "127.0.67.1:6123");
+        c.hold = Duration::from_millis(200);
+        let mut g = Generator::start(c).unwrap();
+        let st = g.run_trial(40.0, 0.25);
+        stop.store(true, Ordering::Relaxed);
+        let dropped = p.join().unwrap();
+        assert_eq!((st.completed, st.failed), (10, 0), "{st:?}");
+        assert_eq!(dropped, 30);
+        // per call at least: INVITE (A), 200 (G), the ACK again, BYE (E)
+        assert!(st.retx_sent >= 40, "{st:?}");
+        assert!(st.retx_recv >= 10, "{st:?}");
+        assert!(st.setup_ms(0.5) >= 500.0, "{st:?}");
+    }
+}
