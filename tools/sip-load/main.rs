@@ -211,7 +211,7 @@ fn trial(a: &Args, g: &mut Generator, rate: f64, phase: &str) -> Result<Trial> {
         )
     };
     let json = format!(
-        "{{\"generator\":\"sip-load\",\"label\":\"{label}\",\"phase\":\"{phase}\",\"target\":\"{target}\",\"offered_cps\":{rate},\"secs\":{secs},\"achieved_cps\":{ach:.1},\"attempted\":{att},\"completed\":{comp},\"failed\":{fail},\"failed_timeout\":{fto},\"failed_status\":{fst},\"last_fail_status\":{lfs},\"failed_table_full\":{ffull},\"failed_bad_2xx\":{fbad},\"retx_sent\":{rs},\"retx_recv\":{rr},\"stray\":{stray},\"bad_msgs\":{bad},\"send_dropped\":{sd},\"setup_p50_ms\":{p50:.3},\"setup_p90_ms\":{p90:.3},\"setup_p99_ms\":{p99:.3},\"gen_cpu_ms_per_call\":{gpc:.4},\"gen_cpu_pct\":{gpct:.1},{sut_part}\"wall_s\":{wall:.2},\"lock_wait_s\":{lock_wait_s:.1},\"pass\":{pass}}}",
+        "{{\"generator\":\"sip-load\",\"label\":\"{label}\",\"phase\":\"{phase}\",\"target\":\"{target}\",\"offered_cps\":{rate},\"secs\":{secs},\"achieved_cps\":{ach:.1},\"attempted\":{att},\"completed\":{comp},\"failed\":{fail},\"failed_timeout\":{fto},\"failed_status\":{fst},\"last_fail_status\":{lfs},\"failed_table_full\":{ffull},\"failed_bad_2xx\":{fbad},\"retx_sent\":{rs},\"retx_recv\":{rr},\"stray\":{stray},\"bad_msgs\":{bad},\"send_dropped\":{sd},\"setup_p50_ms\":{p50:.3},\"setup_p90_ms\":{p90:.3},\"setup_p99_ms\":{p99:.3},\"gen_cpu_ms_per_call\":{gpc:.4},\"gen_cpu_pct\":{gpct:.1},{sut_part}\"wall_s\":{wall:.2},\"lock_wait_s\":{lock_wait_s:.1},\"pass\":{pass},\"clean\":{clean}}}",
         label = a.label.replace(['"', '\\'], ""),
         target = a.cfg.target,
         secs = st.secs,
@@ -236,6 +236,7 @@ fn trial(a: &Args, g: &mut Generator, rate: f64, phase: &str) -> Result<Trial> {
         gpct = pct(gen_ns),
         wall = st.wall_s,
         pass = st.pass(),
+        clean = st.pass() && st.retx_sent == 0,
     );
     println!("{json}");
     eprintln!(
