@@ -39,10 +39,14 @@ trap cleanup EXIT
 [ -x target/release/examples/sip-load ] || cargo build --release --example sip-load
 
 udp_bound() { ss -Hluan "sport = :$1" | grep -q "127.0.0.1:$1"; }
-# Another benchmark may be using the harness ports: wait for them (at most 5 minutes).
+# Another benchmark may be using the harness ports: wait for them (at most 5 minutes) before
+# each system under test starts, so that neither binds a port someone else holds.
 ports_free() { ! udp_bound 5070 && ! udp_bound 5090 && ! udp_bound 5091; }
-for _ in $(seq 150); do ports_free && break; sleep 2; done
-ports_free || { echo "127.0.0.1:5070/5090/5091 still in use" >&2; exit 1; }
+wait_ports() {
+    for _ in $(seq 150); do ports_free && return 0; sleep 2; done
+    echo "127.0.0.1:5070/5090/5091 still in use" >&2
+    exit 1
+}
 
 # The generator: fixed trial, then the search; bounded by `timeout` well above the budget.
 load() { # PID LABEL
@@ -52,10 +56,12 @@ load() { # PID LABEL
 }
 
 start_relay() {
+    wait_ports
     RUST_LOG=warn target/release/intertrunk run --config perf/sip-bench.toml \
         >"$out/relay.log" 2>&1 &
     relay_pid=$!
     for _ in $(seq 50); do
+        kill -0 "$relay_pid" 2>/dev/null || break
         curl -sf http://127.0.0.1:8070/metrics >/dev/null 2>&1 && return 0
         sleep 0.1
     done
@@ -69,12 +75,18 @@ stop_relay() { kill "$relay_pid"; wait "$relay_pid" || true; relay_pid=; }
 start_kamailio() {
     local kdir="$work/kamailio"
     mkdir -p "$kdir"
+    wait_ports
     kamailio -DD -E -f "$work/peer/kamailio/proxy.cfg" -Y "$kdir" -P "$kdir/kamailio.pid" \
         -m 512 -M 16 -A "DS_LIST=\"$work/peer/kamailio/dispatcher.list\"" \
         -A KAM_CHILDREN=8 >"$out/kamailio.log" 2>&1 &
     kam_pid=$!
     for _ in $(seq 100); do
-        udp_bound 5070 && { sleep 0.5; return 0; } # let all workers fork
+        kill -0 "$kam_pid" 2>/dev/null || break
+        if udp_bound 5070; then
+            sleep 0.5 # let all workers fork; a failed bind ends the main process
+            kill -0 "$kam_pid" 2>/dev/null && return 0
+            break
+        fi
         sleep 0.1
     done
     echo "kamailio did not start:" >&2
@@ -97,7 +109,7 @@ echo "== summary (generator: sip-load)"
 for sut in relay kamailio; do
     jq -r --arg sut "$sut" '
       if .search then
-        "\($sut): highest passing \(.max_pass_cps) calls/s (first failing \(.first_fail_cps)), \(.trials) trials"
+        "\($sut): highest passing \(.max_pass_cps) calls/s (first failing \(.first_fail_cps); highest without any retransmission \(.max_clean_cps)), \(.trials) trials"
           + (if .best then ", at that rate: \(.best.retx_sent) retransmissions, setup p99 \(.best.setup_p99_ms) ms, SUT \(.best.sut_cpu_ms_per_call) ms/call, \(.best.sut_cpu_pct)% of a core" else "" end)
       elif .phase == "fixed" then
         "\($sut): \(.offered_cps) calls/s: \(.completed)/\(.attempted) completed, \(.failed) failed, \(.retx_sent) retransmissions, SUT \(.sut_cpu_ms_per_call) ms CPU/call (\(.sut_cpu_pct)% of a core), generator \(.gen_cpu_ms_per_call) ms/call, setup p99 \(.setup_p99_ms) ms"

@@ -261,6 +261,7 @@ fn search(a: &Args, g: &mut Generator, start: f64, max: f64) -> Result<()> {
     let mut rate = start;
     let mut trials = 0;
     let mut last_json = String::new();
+    let mut clean: Option<f64> = None;
     while trials < 12 {
         if t0.elapsed().as_secs_f64() + est > a.budget_s {
             eprintln!("sip-load: search budget of {} s reached", a.budget_s);
@@ -268,6 +269,9 @@ fn search(a: &Args, g: &mut Generator, start: f64, max: f64) -> Result<()> {
         }
         let t = trial(a, g, rate.round(), "search")?;
         trials += 1;
+        if t.st.pass() && t.st.retx_sent == 0 {
+            clean = Some(clean.map_or(rate, |c: f64| c.max(rate)));
+        }
         if t.st.pass() {
             lo = Some(rate);
             last_json = t.json;
@@ -285,11 +289,12 @@ fn search(a: &Args, g: &mut Generator, start: f64, max: f64) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(
-        "{{\"generator\":\"sip-load\",\"label\":\"{}\",\"search\":true,\"target\":\"{}\",\"max_pass_cps\":{},\"first_fail_cps\":{},\"trials\":{trials},\"search_s\":{:.0},\"best\":{}}}",
+        "{{\"generator\":\"sip-load\",\"label\":\"{}\",\"search\":true,\"target\":\"{}\",\"max_pass_cps\":{},\"first_fail_cps\":{},\"max_clean_cps\":{},\"trials\":{trials},\"search_s\":{:.0},\"best\":{}}}",
         a.label.replace(['"', '\\'], ""),
         a.cfg.target,
         lo.map_or(0.0, f64::round),
         hi.map_or(0.0, f64::round),
+        clean.map_or(0.0, f64::round),
         t0.elapsed().as_secs_f64(),
         if last_json.is_empty() { "null".to_string() } else { last_json }
     );
