@@ -73,7 +73,6 @@ fn generator_calls_complete_through_the_relay() {
     assert_eq!(st.failed_bad_2xx, 0);
     assert_eq!(st.bad_msgs, 0);
     assert_eq!(st.setup_us.len(), 400);
-    assert!(st.pass(), "{st:?}");
     // The relay answered every call and ended every dialog (the BYEs went through it).
     assert_eq!(
         relay.wait_metric("intertrunk_calls_answered_total", 400.0),
