@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Added setup latency of the relay: for every call, the time from the INVITE arriving at the
-# relay to the relay's INVITE leaving toward the callee, from kernel capture timestamps on the
-# loopback interface (both packets are seen by the same capture, so the clock is the same).
-# SIPp UAC (127.0.0.1:5091) -> relay (127.0.0.1:5070, perf/sip-bench.toml) -> SIPp UAS
-# (127.0.0.1:5090), calls without media, at each rate for SECS seconds.
+# Added setup latency: for every call, the time from the INVITE arriving at the SIP server to
+# its INVITE leaving toward the callee, from kernel capture timestamps on the loopback
+# interface (both packets are seen by the same capture, so the clock is the same).
+# SIPp UAC (127.0.0.1:5091) -> server (127.0.0.1:5070) -> SIPp UAS (127.0.0.1:5090), calls
+# without media, at each rate for SECS seconds. The server is the relay (perf/sip-bench.toml,
+# or $SETUP_CONFIG); given the peer comparison harness directory, Kamailio doing the same job
+# (its proxy.cfg and dispatcher list, started as the harness starts it) is measured after it
+# in the same run, the same way.
 #
-#   perf/setup-latency.sh [RATES] [SECS]        e.g. perf/setup-latency.sh 300,1000 10
+#   perf/setup-latency.sh [RATES] [SECS] [PEER_BENCH_DIR]    e.g. perf/setup-latency.sh 300,1000 10
 #
-# Needs sipp and tshark (dumpcap). Every process is bounded by timeout and stopped by PID.
+# Needs sipp and tshark (dumpcap). Every process is bounded by timeout and stopped by PID;
+# each rate holds flock /tmp/bench.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=${1:-300,1000}
 secs=${2:-10}
+peer=${3:-}
 command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)" >&2; exit 2; }
 command -v dumpcap >/dev/null || { echo "needs dumpcap/tshark (apt-get install tshark)" >&2; exit 2; }
 
@@ -23,20 +28,54 @@ cleanup() {
 }
 trap cleanup EXIT
 
-[ -x target/release/intertrunk ] || cargo build --release
-RUST_LOG=warn target/release/intertrunk run --config perf/sip-bench.toml >"$work/relay.log" 2>&1 &
-relay=$!
-pids+=("$relay")
-for _ in $(seq 50); do
-    curl -sf http://127.0.0.1:8070/metrics >/dev/null 2>&1 && break
-    sleep 0.1
-done
-kill -0 "$relay" || { cat "$work/relay.log" >&2; exit 1; }
+port_free() { ! ss -uan | awk '{print $4}' | grep -qx "127.0.0.1:$1"; }
+wait_port_free() {
+    for _ in $(seq 50); do port_free 5070 && return 0; sleep 0.2; done
+    echo "127.0.0.1:5070 stays in use" >&2; exit 1
+}
 
+start_relay() {
+    [ -x target/release/intertrunk ] || cargo build --release
+    wait_port_free
+    RUST_LOG=warn target/release/intertrunk run --config "${SETUP_CONFIG:-perf/sip-bench.toml}" \
+        >"$work/relay.log" 2>&1 &
+    sut=$!
+    pids+=("$sut")
+    for _ in $(seq 50); do
+        curl -sf http://127.0.0.1:8070/metrics >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    kill -0 "$sut" || { cat "$work/relay.log" >&2; exit 1; }
+}
+
+start_kamailio() {
+    cp -r "$peer" "$work/peer"
+    mkdir -p "$work/kamailio"
+    wait_port_free
+    kamailio -DD -E -f "$work/peer/kamailio/proxy.cfg" -Y "$work/kamailio" \
+        -P "$work/kamailio/kamailio.pid" -m 512 -M 16 \
+        -A "DS_LIST=\"$work/peer/kamailio/dispatcher.list\"" -A KAM_CHILDREN=8 \
+        >"$work/kamailio.log" 2>&1 &
+    sut=$!
+    pids+=("$sut")
+    for _ in $(seq 50); do
+        port_free 5070 || break
+        sleep 0.1
+    done
+    sleep 0.5
+    kill -0 "$sut" || { cat "$work/kamailio.log" >&2; exit 1; }
+}
+
+stop_sut() { kill "$sut" 2>/dev/null || true; wait "$sut" 2>/dev/null || true; }
+
+measure() {
+label=$1
 IFS=, read -ra rate_list <<<"$rates"
 for rate in "${rate_list[@]}"; do
+    exec 9>/tmp/bench.lock
+    flock 9
     calls=$((rate * secs))
-    pcap="$work/setup-$rate.pcap"
+    pcap="$work/setup-$label-$rate.pcap"
     # Only the SIP ports of this topology: the relay's listener and per-worker ports, the two
     # SIPp agents. Snap length covers the headers tshark needs.
     timeout $((secs + 30)) dumpcap -q -i lo -s 1500 -B 64 -w "$pcap" \
@@ -52,7 +91,7 @@ for rate in "${rate_list[@]}"; do
     sleep 0.3
     timeout $((secs + 30)) sipp -sf tools/sipp/uac.xml -i 127.0.0.1 -p 5091 -s 4930123456 \
         127.0.0.1:5070 -r "$rate" -m "$calls" -d 0 -nostdin -timeout $((secs + 20))s \
-        -trace_stat -stf "$work/uac-$rate.csv" >/dev/null 2>&1 || true
+        -trace_stat -stf "$work/uac-$label-$rate.csv" >/dev/null 2>&1 || true
     kill "$uas" 2>/dev/null || true
     wait "$uas" 2>/dev/null || true
     sleep 0.5
@@ -61,10 +100,10 @@ for rate in "${rate_list[@]}"; do
     # Decode every port of this topology as SIP (5072 is AYIYA to tshark by default).
     tshark -r "$pcap" -d udp.port==5070-5074,sip -d udp.port==5090-5091,sip -Y 'sip.Method == "INVITE"' -T fields -E separator=/t \
         -e frame.time_epoch -e udp.srcport -e udp.dstport -e sip.Call-ID \
-        >"$work/invites-$rate.tsv" 2>/dev/null
-    python3 - "$work/invites-$rate.tsv" "$rate" <<'EOF'
+        >"$work/invites-$label-$rate.tsv" 2>/dev/null
+    python3 - "$work/invites-$label-$rate.tsv" "$rate" "$label" <<'EOF'
 import sys
-path, rate = sys.argv[1], sys.argv[2]
+path, rate, label = sys.argv[1], sys.argv[2], sys.argv[3]
 first_in, first_out = {}, {}
 for line in open(path):
     f = line.rstrip("\n").split("\t")
@@ -77,11 +116,22 @@ for line in open(path):
         first_out.setdefault(cid, t)
 d = sorted((first_out[c] - first_in[c]) * 1e6 for c in first_in if c in first_out)
 if not d:
-    print(f"rate {rate}/s: no matched INVITEs")
+    print(f"{label} rate {rate}/s: no matched INVITEs")
     sys.exit(0)
 pct = lambda p: d[min(len(d) - 1, int(p * len(d)))]
-print(f"rate {rate}/s: {len(d)} of {len(first_in)} INVITEs matched; added setup latency "
+print(f"{label} rate {rate}/s: {len(d)} of {len(first_in)} INVITEs matched; added setup latency "
       f"(INVITE in -> INVITE out) p50 {pct(0.5):.0f} us, p90 {pct(0.9):.0f} us, "
       f"p99 {pct(0.99):.0f} us, max {d[-1]:.0f} us")
 EOF
+    flock -u 9
 done
+}
+
+start_relay
+measure relay
+stop_sut
+if [ -n "$peer" ]; then
+    start_kamailio
+    measure kamailio
+    stop_sut
+fi

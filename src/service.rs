@@ -535,6 +535,11 @@ impl Worker {
         );
         b.store(Counter::Failovers, s.failovers);
         b.store(Counter::Retransmissions, s.retransmissions_sent);
+        b.store(
+            Counter::RejectedBusy,
+            s.rejected_capacity + s.rejected_draining + s.rejected_ports,
+        );
+        b.store(Counter::LingeringEvicted, s.lingering_evicted);
         b.store(Counter::RtpPacketsRelayed, m.forwarded_packets);
         b.store(Counter::RtpBytesRelayed, m.forwarded_bytes);
         b.store(

@@ -50,6 +50,8 @@ metric_enum! {
         CallsFailed => ("intertrunk_calls_failed_total", "Calls that ended with a final non-2xx response"),
         Failovers => ("intertrunk_failovers_total", "Moves to the next candidate gateway (5xx, 408, transport error, fast-failover timer)"),
         Retransmissions => ("intertrunk_sip_retransmissions_total", "SIP retransmissions sent"),
+        RejectedBusy => ("intertrunk_sip_rejected_busy_total", "Requests refused with 503: a state cap, media port exhaustion or draining"),
+        LingeringEvicted => ("intertrunk_sip_lingering_transactions_evicted_total", "Settled transactions ended before their linger timer to make room at the transaction cap"),
         StrayHandoffs => ("intertrunk_stray_handoffs_total", "Datagrams handed to the core that owns their dialog"),
         RtpPacketsRelayed => ("intertrunk_rtp_packets_relayed_total", "RTP/RTCP packets relayed"),
         RtpBytesRelayed => ("intertrunk_rtp_bytes_relayed_total", "RTP/RTCP bytes relayed"),

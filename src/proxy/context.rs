@@ -108,6 +108,8 @@ pub(crate) struct Ctx {
     pub cancelled: bool,
     /// Best final response so far (RFC 3261 16.7): translated code and the response.
     pub best: Option<(u16, Vec<u8>)>,
+    /// Queued among the lingering contexts (settled, only absorbing retransmissions).
+    pub lingering: bool,
 }
 
 impl Ctx {

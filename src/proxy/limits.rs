@@ -32,6 +32,10 @@ pub struct ProxyStats {
     pub rejected_no_route: u64,
     pub rejected_no_matching_rule: u64,
     pub rejected_capacity: u64,
+    /// Settled transactions ended before their linger timer (D, J, K, L, M) to make room
+    /// for new ones at the transaction cap: a retransmission they would have absorbed is
+    /// then handled afresh (481, or forwarded again).
+    pub lingering_evicted: u64,
     pub rejected_draining: u64,
     pub rejected_ports: u64,
     pub rejected_bad_sdp: u64,

@@ -44,6 +44,9 @@ pub struct Proxy<B: PortBinder> {
     pub(crate) rr: RoundRobin,
     pub(crate) timers: TimerQueue,
     pub(crate) ctxs: Slab<Ctx>,
+    /// Settled contexts in the order they settled: the first to give way when the
+    /// transaction cap is reached (may hold keys of contexts already gone).
+    lingering: VecDeque<Key>,
     pub(crate) server_keys: HashMap<Box<[u8]>, Key>,
     pub(crate) calls: Slab<Call>,
     pub(crate) call_ids: HashMap<Box<[u8]>, Key>,
@@ -83,6 +86,7 @@ impl<B: PortBinder> Proxy<B> {
             rr: RoundRobin::default(),
             timers: TimerQueue::new(),
             ctxs: Slab::default(),
+            lingering: VecDeque::new(),
             server_keys: HashMap::new(),
             calls: Slab::default(),
             call_ids: HashMap::new(),
@@ -353,10 +357,38 @@ impl<B: PortBinder> Proxy<B> {
             self.remove_ctx(now, key);
             return;
         }
-        ctx.shed_settled_state();
+        if !ctx.lingering && ctx.is_settled() {
+            ctx.shed_settled_state();
+            ctx.lingering = true;
+            self.lingering.push_back(key);
+            if self.lingering.len() > 2 * self.cfg.max_transactions + 1024 {
+                let ctxs = &self.ctxs;
+                self.lingering
+                    .retain(|k| ctxs.get(k.0, k.1).is_some_and(|c| c.lingering));
+            }
+        }
+        let Some(ctx) = self.ctxs.get_mut(key.0, key.1) else {
+            return;
+        };
         let next = ctx.next_deadline();
         self.timers
             .arm(&mut ctx.wake, next, Entity::Ctx(key.0), key.1);
+    }
+
+    /// Makes room for a new transaction context below `limit` by ending the longest-settled
+    /// lingering ones first (they only absorb retransmissions; calls are never touched).
+    /// True when there is room.
+    pub(crate) fn make_room(&mut self, now: Instant, limit: usize) -> bool {
+        while self.ctxs.len() >= limit {
+            let Some(key) = self.lingering.pop_front() else {
+                return false;
+            };
+            if self.ctxs.get(key.0, key.1).is_some_and(|c| c.lingering) {
+                self.stats.lingering_evicted += 1;
+                self.remove_ctx(now, key);
+            }
+        }
+        true
     }
 
     fn remove_ctx(&mut self, now: Instant, key: Key) {
@@ -527,6 +559,7 @@ impl<B: PortBinder> Proxy<B> {
             responder: Leg::Callee,
             cancelled: false,
             best: None,
+            lingering: false,
         };
         let key = self.ctxs.insert(ctx);
         self.settle_ctx(now, key);

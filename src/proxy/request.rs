@@ -235,7 +235,7 @@ impl<B: PortBinder> Proxy<B> {
             self.stats.rejected_draining += 1;
             return self.reject_busy(msg, src, 503);
         }
-        if self.ctxs.len() >= self.cfg.new_call_reserve()
+        if !self.make_room(now, self.cfg.new_call_reserve())
             || (invite && self.calls.len() >= self.cfg.max_calls)
         {
             self.stats.rejected_capacity += 1;
@@ -421,6 +421,7 @@ impl<B: PortBinder> Proxy<B> {
             responder: Leg::Callee,
             cancelled: false,
             best: None,
+            lingering: false,
         };
         let key = self.ctxs.insert(ctx);
         debug_assert_eq!(key, ctx_key);
@@ -873,7 +874,7 @@ impl<B: PortBinder> Proxy<B> {
         } else {
             None
         };
-        if !is_ack && self.ctxs.len() >= self.cfg.max_transactions {
+        if !is_ack && !self.make_room(now, self.cfg.max_transactions) {
             self.stats.rejected_capacity += 1;
             return self.reject_busy(msg, src, 503);
         }
@@ -947,6 +948,7 @@ impl<B: PortBinder> Proxy<B> {
             responder: other(leg),
             cancelled: false,
             best: None,
+            lingering: false,
         };
         let key = self.ctxs.insert(ctx);
         debug_assert_eq!(key, ctx_key);

@@ -1383,6 +1383,57 @@ fn call_cap_and_drain_give_503_and_existing_calls_continue() {
 }
 
 #[test]
+fn lingering_transactions_give_way_at_the_cap_live_ones_do_not() {
+    let mut pcfg = ProxyConfig::new(addr(RELAY));
+    pcfg.max_transactions = 16;
+    let mut sim = Sim::with(
+        DEFAULT_CONFIG,
+        pcfg,
+        PortRange {
+            first: 30000,
+            last: 39999,
+        },
+    );
+    // Each finished call leaves two settled contexts lingering (Timers L/M and J, 32 s):
+    // far more calls than the cap allows contexts still go through, evicting the oldest.
+    for n in 0..20 {
+        let called = format!("+1206555{:04}", n);
+        let (mut a, _b) = establish(&mut sim, PBX1, &called, PBX2);
+        sim.send(PBX1, &a.in_dialog("BYE", None));
+        let bye = sim.expect_method(PBX2, Method::Bye);
+        sim.send(PBX2, &reply(&bye, 200, None, None, None));
+        sim.expect_status(PBX1, 200);
+    }
+    assert_eq!(sim.proxy.stats().rejected_capacity, 0);
+    assert!(sim.proxy.stats().lingering_evicted >= 20);
+    assert!(sim.proxy.active_transactions() <= 16);
+    // Calls still ringing are live: they are never evicted, and once they fill the table a
+    // new call gets 503.
+    let mut ringing = 0;
+    let mut refused = false;
+    for n in 0..20 {
+        let mut c = Ua::caller(
+            PBX1,
+            &format!("+1206555{:04}", 100 + n),
+            &format!("ring{n}@pbx1"),
+        );
+        let (inv, _) = c.invite(None);
+        sim.send(PBX1, &inv);
+        let r = sim.expect(PBX1);
+        if parse(&r).status() == Some(503) {
+            refused = true;
+            break;
+        }
+        sim.expect_method(PBX2, Method::Invite);
+        ringing += 1;
+    }
+    assert!(refused, "the cap holds once every context is live");
+    assert!((8..16).contains(&ringing), "{ringing} calls ringing");
+    assert_eq!(sim.proxy.stats().rejected_capacity, 1);
+    assert_eq!(sim.proxy.active_calls(), ringing);
+}
+
+#[test]
 fn media_timeout_sends_bye_to_both_legs() {
     let mut sim = Sim::new(DEFAULT_CONFIG);
     let (a, b) = establish(&mut sim, GW1, "4255550100", PBX1);
