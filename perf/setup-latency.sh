@@ -11,7 +11,7 @@
 #   perf/setup-latency.sh [RATES] [SECS] [PEER_BENCH_DIR]    e.g. perf/setup-latency.sh 300,1000 10
 #
 # Needs sipp and tshark (dumpcap). Every process is bounded by timeout and stopped by PID;
-# each rate holds flock /tmp/bench.lock.
+# the run holds flock /tmp/bench.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=${1:-300,1000}
@@ -72,8 +72,6 @@ measure() {
 label=$1
 IFS=, read -ra rate_list <<<"$rates"
 for rate in "${rate_list[@]}"; do
-    exec 9>/tmp/bench.lock
-    flock 9
     calls=$((rate * secs))
     pcap="$work/setup-$label-$rate.pcap"
     # Only the SIP ports of this topology: the relay's listener and per-worker ports, the two
@@ -123,10 +121,12 @@ print(f"{label} rate {rate}/s: {len(d)} of {len(first_in)} INVITEs matched; adde
       f"(INVITE in -> INVITE out) p50 {pct(0.5):.0f} us, p90 {pct(0.9):.0f} us, "
       f"p99 {pct(0.99):.0f} us, max {d[-1]:.0f} us")
 EOF
-    flock -u 9
 done
 }
 
+# The whole run holds the bench lock (no other benchmark overlaps it).
+exec 9>/tmp/bench.lock
+flock 9
 start_relay
 measure relay
 stop_sut

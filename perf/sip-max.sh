@@ -57,7 +57,7 @@ load() { # PID LABEL
 
 start_relay() {
     wait_ports
-    RUST_LOG=warn target/release/intertrunk run --config perf/sip-bench.toml \
+    RUST_LOG=warn target/release/intertrunk run --config "${SIP_MAX_CONFIG:-perf/sip-bench.toml}" \
         >"$out/relay.log" 2>&1 &
     relay_pid=$!
     for _ in $(seq 50); do
