@@ -277,6 +277,12 @@ fn register_runtime_metrics(metrics: &Metrics, stats: driver::Stats) {
             |w| &w.truncated,
         ),
         (
+            "intertrunk_driver_handoffs_total",
+            "SIP datagrams handed to the worker that owns their Call-ID",
+            "counter",
+            |w| &w.handoff_out,
+        ),
+        (
             "intertrunk_driver_handoff_full_total",
             "SIP datagrams dropped because the owning worker's queue was full",
             "counter",

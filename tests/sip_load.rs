@@ -79,5 +79,10 @@ fn generator_calls_complete_through_the_relay() {
         400.0
     );
     assert_eq!(relay.wait_metric("intertrunk_active_calls", 0.0), 0.0);
+    // All INVITEs come from one source, so they land on one worker's socket; about half are
+    // owned (by Call-ID) by the other worker and handed to it. In-dialog requests and
+    // responses come back on the owner's own port and need no handoff.
+    let handoffs = relay.metric("intertrunk_driver_handoffs_total");
+    assert!((100.0..=300.0).contains(&handoffs), "{handoffs} handoffs");
     assert_eq!(relay.terminate(), Some(0));
 }

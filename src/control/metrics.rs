@@ -52,7 +52,6 @@ metric_enum! {
         Retransmissions => ("intertrunk_sip_retransmissions_total", "SIP retransmissions sent"),
         RejectedBusy => ("intertrunk_sip_rejected_busy_total", "Requests refused with 503: a state cap, media port exhaustion or draining"),
         LingeringEvicted => ("intertrunk_sip_lingering_transactions_evicted_total", "Settled transactions ended before their linger timer to make room at the transaction cap"),
-        StrayHandoffs => ("intertrunk_stray_handoffs_total", "Datagrams handed to the core that owns their dialog"),
         RtpPacketsRelayed => ("intertrunk_rtp_packets_relayed_total", "RTP/RTCP packets relayed"),
         RtpBytesRelayed => ("intertrunk_rtp_bytes_relayed_total", "RTP/RTCP bytes relayed"),
         RtpPacketsDropped => ("intertrunk_rtp_packets_dropped_total", "RTP/RTCP packets dropped (unknown port, wrong source after latching, malformed)"),
