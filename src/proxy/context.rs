@@ -128,11 +128,13 @@ impl Ctx {
     /// Kept: the last response of a server transaction that re-sends it (Proceeding is gone;
     /// Completed for INVITE until the ACK, and non-INVITE), and the request of an INVITE
     /// branch that may still have to ACK a retransmitted final (Completed, or an abandoned
-    /// branch's 2xx).
-    pub fn shed_settled_state(&mut self) {
-        if !self.is_settled() {
-            return;
+    /// branch's 2xx). True only the first time, on a settled context: it then joins the
+    /// proxy's lingering queue.
+    pub fn start_lingering(&mut self) -> bool {
+        if self.lingering || !self.is_settled() {
+            return false;
         }
+        self.lingering = true;
         self.routing = None;
         self.best = None;
         if let Some(s) = self.server.as_mut() {
@@ -153,6 +155,7 @@ impl Ctx {
                 }
             }
         }
+        true
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

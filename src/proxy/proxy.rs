@@ -357,22 +357,20 @@ impl<B: PortBinder> Proxy<B> {
             self.remove_ctx(now, key);
             return;
         }
-        if !ctx.lingering && ctx.is_settled() {
-            ctx.shed_settled_state();
-            ctx.lingering = true;
+        let started_lingering = ctx.start_lingering();
+        let next = ctx.next_deadline();
+        self.timers
+            .arm(&mut ctx.wake, next, Entity::Ctx(key.0), key.1);
+        if started_lingering {
             self.lingering.push_back(key);
+            // Keys of contexts that ended on their own pile up behind a live front: drop
+            // them once the queue is twice the table.
             if self.lingering.len() > 2 * self.cfg.max_transactions + 1024 {
                 let ctxs = &self.ctxs;
                 self.lingering
                     .retain(|k| ctxs.get(k.0, k.1).is_some_and(|c| c.lingering));
             }
         }
-        let Some(ctx) = self.ctxs.get_mut(key.0, key.1) else {
-            return;
-        };
-        let next = ctx.next_deadline();
-        self.timers
-            .arm(&mut ctx.wake, next, Entity::Ctx(key.0), key.1);
     }
 
     /// Makes room for a new transaction context below `limit` by ending the longest-settled
