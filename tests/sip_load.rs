@@ -6,6 +6,8 @@ mod common;
 #[allow(unused)]
 #[path = "../tools/sip-load/engine.rs"]
 mod engine;
+#[path = "../tools/sip-load/timers.rs"]
+mod timers;
 
 use common::{addr, RelayProcess};
 

@@ -5,8 +5,7 @@
 //! The UAS runs on its own thread for the life of a [`Generator`]; the UAC runs on the thread
 //! calling [`Generator::run_trial`], so one process uses two busy threads.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
@@ -16,6 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+use crate::timers::Timers;
 use intertrunk::wire::sip::{HeaderName, Message, Method, NameAddr, Uri};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -56,6 +57,11 @@ pub struct Config {
     pub max_calls: usize,
     /// The UAS sends 100 Trying before 180 and 200.
     pub uas_trying: bool,
+    /// After a loop turn that found some datagrams but not a full batch, sleep this long
+    /// before the next (zero: wait only when there is nothing). Batching the generator's
+    /// wake-ups leaves more of a small box to the proxy under test, at the price of at most
+    /// this much added delay per message in the generator.
+    pub batch: Duration,
 }
 
 impl Default for Config {
@@ -70,18 +76,27 @@ impl Default for Config {
             call_timeout: Duration::from_millis(5000),
             max_calls: 100_000,
             uas_trying: true,
+            batch: Duration::ZERO,
         }
     }
 }
 
 // ------------------------------------------------------------------------ message builders
 
-/// What identifies the UAC in its messages (copied from the peer-bench SIPp uac.xml).
+/// What identifies the UAC in its messages (copied from the peer-bench SIPp uac.xml). The
+/// constant parts are rendered once: formatting addresses per message cost the generator more
+/// than the proxies it drives spend on some of those messages.
 pub struct UacIdent {
-    pub local: SocketAddr,
     pub target: SocketAddr,
-    pub number: String,
-    pub pid: u32,
+    /// `sip:<number>@<target>`.
+    ruri: Vec<u8>,
+    /// `<local>`, `-<pid>@<local ip>` (Call-ID suffix), `-<pid>-` (branch infix).
+    local_s: Vec<u8>,
+    call_id_suffix: Vec<u8>,
+    branch_infix: Vec<u8>,
+    pid_s: Vec<u8>,
+    /// The INVITE's SDP body.
+    sdp: Vec<u8>,
 }
 
 fn ip_type(a: &SocketAddr) -> u8 {
@@ -92,62 +107,91 @@ fn ip_type(a: &SocketAddr) -> u8 {
     }
 }
 
+fn push_num(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
 impl UacIdent {
+    pub fn new(local: SocketAddr, target: SocketAddr, number: &str, pid: u32) -> Self {
+        let ipt = ip_type(&local);
+        UacIdent {
+            target,
+            ruri: format!("sip:{number}@{target}").into_bytes(),
+            local_s: local.to_string().into_bytes(),
+            call_id_suffix: format!("-{pid}@{}", local.ip()).into_bytes(),
+            branch_infix: format!("-{pid}-").into_bytes(),
+            pid_s: pid.to_string().into_bytes(),
+            sdp: format!(
+                "v=0\r\no=gw 53655765 2353687637 IN IP{ipt} {ip}\r\ns=-\r\nc=IN IP{ipt} {ip}\r\nt=0 0\r\nm=audio {UAC_MEDIA_PORT} RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+                ip = local.ip()
+            )
+            .into_bytes(),
+        }
+    }
+
     pub fn call_id(&self, n: u64, out: &mut Vec<u8>) {
-        let _ = write!(out, "{n}-{}@{}", self.pid, self.local.ip());
+        push_num(out, n);
+        out.extend_from_slice(&self.call_id_suffix);
+    }
+
+    /// `Via: SIP/2.0/UDP <local>;branch=z9hG4bK-<pid>-<n>-<tag>`, CRLF.
+    fn via(&self, n: u64, tag: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"Via: SIP/2.0/UDP ");
+        out.extend_from_slice(&self.local_s);
+        out.extend_from_slice(b";branch=z9hG4bK");
+        out.extend_from_slice(&self.branch_infix);
+        push_num(out, n);
+        out.push(b'-');
+        out.extend_from_slice(tag);
+        out.extend_from_slice(b"\r\n");
     }
 
     fn from(&self, n: u64, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "From: \"gw\" <sip:+4930555{n}@{l}>;tag={p}slTag00{n}\r\n",
-            l = self.local,
-            p = self.pid
-        );
+        out.extend_from_slice(b"From: \"gw\" <sip:+4930555");
+        push_num(out, n);
+        out.push(b'@');
+        out.extend_from_slice(&self.local_s);
+        out.extend_from_slice(b">;tag=");
+        out.extend_from_slice(&self.pid_s);
+        out.extend_from_slice(b"slTag00");
+        push_num(out, n);
+        out.extend_from_slice(b"\r\n");
     }
 
-    fn request_uri(&self, out: &mut Vec<u8>) {
-        let _ = write!(out, "sip:{}@{}", self.number, self.target);
+    fn contact(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"Contact: <sip:gw@");
+        out.extend_from_slice(&self.local_s);
+        out.extend_from_slice(b">\r\n");
     }
 
     /// The initial INVITE of call `n`; a retransmission is the same bytes.
     pub fn invite(&self, n: u64, out: &mut Vec<u8>) {
-        let l = self.local;
-        let ipt = ip_type(&l);
-        let sdp = format!(
-            "v=0\r\no=gw 53655765 2353687637 IN IP{ipt} {ip}\r\ns=-\r\nc=IN IP{ipt} {ip}\r\nt=0 0\r\nm=audio {UAC_MEDIA_PORT} RTP/AVP 8 0\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
-            ip = l.ip()
-        );
         out.extend_from_slice(b"INVITE ");
-        self.request_uri(out);
-        let _ = write!(
-            out,
-            " SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{p}-{n}-inv\r\n",
-            p = self.pid
-        );
+        out.extend_from_slice(&self.ruri);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        self.via(n, b"inv", out);
         self.from(n, out);
         out.extend_from_slice(b"To: <");
-        self.request_uri(out);
+        out.extend_from_slice(&self.ruri);
         out.extend_from_slice(b">\r\nCall-ID: ");
         self.call_id(n, out);
-        let _ = write!(
-            out,
-            "\r\nCSeq: 1 INVITE\r\nContact: <sip:gw@{l}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
+        out.extend_from_slice(b"\r\nCSeq: 1 INVITE\r\n");
+        self.contact(out);
+        out.extend_from_slice(
+            b"Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ",
         );
+        push_num(out, self.sdp.len() as u64);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&self.sdp);
     }
 
     /// The ACK of a non-2xx final response: part of the INVITE transaction (same branch and
     /// Request-URI, RFC 3261 17.1.1.3), To from the response.
     pub fn ack_non2xx(&self, n: u64, to: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(b"ACK ");
-        self.request_uri(out);
-        let _ = write!(
-            out,
-            " SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{p}-{n}-inv\r\n",
-            l = self.local,
-            p = self.pid
-        );
+        out.extend_from_slice(&self.ruri);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        self.via(n, b"inv", out);
         self.from(n, out);
         out.extend_from_slice(b"To: ");
         out.extend_from_slice(to);
@@ -159,18 +203,14 @@ impl UacIdent {
     /// ACK (of the 2xx) or BYE inside the dialog: Request-URI and Route from the route set.
     pub fn in_dialog(&self, method: Method<'_>, n: u64, d: &Dialog, out: &mut Vec<u8>) {
         let (cseq, tag) = match method {
-            Method::Ack => (1, "ack"),
-            _ => (2, "bye"),
+            Method::Ack => (&b"1 "[..], &b"ack"[..]),
+            _ => (&b"2 "[..], &b"bye"[..]),
         };
         out.extend_from_slice(method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(&d.request_uri);
-        let _ = write!(
-            out,
-            " SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK-{p}-{n}-{tag}\r\n",
-            l = self.local,
-            p = self.pid
-        );
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        self.via(n, tag, out);
         if !d.route.is_empty() {
             out.extend_from_slice(b"Route: ");
             out.extend_from_slice(&d.route);
@@ -182,13 +222,11 @@ impl UacIdent {
         out.extend_from_slice(b"\r\nCall-ID: ");
         self.call_id(n, out);
         out.extend_from_slice(b"\r\nCSeq: ");
-        let _ = write!(out, "{cseq} ");
+        out.extend_from_slice(cseq);
         out.extend_from_slice(method.as_bytes());
-        let _ = write!(
-            out,
-            "\r\nContact: <sip:gw@{}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            self.local
-        );
+        out.extend_from_slice(b"\r\n");
+        self.contact(out);
+        out.extend_from_slice(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
     }
 }
 
@@ -327,7 +365,11 @@ pub fn build_response(
     sdp: Option<&[u8]>,
     out: &mut Vec<u8>,
 ) {
-    let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_num(out, u64::from(code));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let has_tag = req.to().ok().and_then(|t| t.tag).is_some();
     for h in req.headers() {
         let copy = match h.name {
@@ -356,11 +398,9 @@ pub fn build_response(
     }
     match sdp {
         Some(b) => {
-            let _ = write!(
-                out,
-                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n",
-                b.len()
-            );
+            out.extend_from_slice(b"Content-Type: application/sdp\r\nContent-Length: ");
+            push_num(out, b.len() as u64);
+            out.extend_from_slice(b"\r\n\r\n");
             out.extend_from_slice(b);
         }
         None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
@@ -593,9 +633,6 @@ fn bind(addr: SocketAddr) -> Result<Socket> {
     Ok(s)
 }
 
-/// Min-heap of (deadline, slot, call number, kind); stale entries are skipped when popped.
-type Timers = BinaryHeap<Reverse<(Instant, u32, u64, u8)>>;
-
 /// Slab of calls keyed by Call-ID.
 struct Table<C> {
     slots: Vec<Option<(Box<[u8]>, C)>>,
@@ -736,6 +773,8 @@ impl Uas {
             if n == 0 {
                 let wait = if self.timers.is_empty() { 20 } else { 1 };
                 sys::poll(fd, libc::POLLIN, wait);
+            } else if n < BATCH && !self.cfg.batch.is_zero() {
+                std::thread::sleep(self.cfg.batch);
             }
         }
     }
@@ -814,8 +853,8 @@ impl Uas {
                         expire_at: now + h,
                     },
                 );
-                self.timers.push(Reverse((now + T1, slot, id, RETX)));
-                self.timers.push(Reverse((now + h, slot, id, EXPIRE)));
+                self.timers.push((now + T1, slot, id, RETX));
+                self.timers.push((now + h, slot, id, EXPIRE));
             }
             (Method::Ack, Some(slot)) => {
                 let abandon = self.cfg.hold + self.cfg.call_timeout + 2 * T2;
@@ -826,7 +865,7 @@ impl Uas {
                         c.retx_at = None;
                         // a dialog whose BYE never comes is dropped eventually
                         c.expire_at = now + abandon;
-                        self.timers.push(Reverse((c.expire_at, slot, c.id, EXPIRE)));
+                        self.timers.push((c.expire_at, slot, c.id, EXPIRE));
                     } else {
                         self.counters.retx_recv.fetch_add(1, Ordering::Relaxed);
                     }
@@ -843,7 +882,7 @@ impl Uas {
                     c.ok = Vec::new();
                     c.retx_at = None;
                     c.expire_at = now + UAS_LINGER;
-                    self.timers.push(Reverse((c.expire_at, slot, c.id, EXPIRE)));
+                    self.timers.push((c.expire_at, slot, c.id, EXPIRE));
                 }
                 self.out.push(dest, |o| {
                     build_response(&msg, 200, "OK", None, false, Some(local), None, o)
@@ -873,7 +912,7 @@ impl Uas {
 
     fn on_timers(&mut self, now: Instant) {
         for _ in 0..MAX_TIMERS {
-            let Some(&Reverse((at, slot, id, kind))) = self.timers.peek() else {
+            let Some((at, slot, id, kind)) = self.timers.peek() else {
                 return;
             };
             if at > now {
@@ -892,7 +931,7 @@ impl Uas {
                     c.retx_every = (c.retx_every * 2).min(T2);
                     let next = now + c.retx_every;
                     c.retx_at = Some(next);
-                    self.timers.push(Reverse((next, slot, id, RETX)));
+                    self.timers.push((next, slot, id, RETX));
                     self.counters.retx_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 EXPIRE if c.expire_at == at => {
@@ -1031,9 +1070,9 @@ impl Uac {
                 dialog: None,
             },
         );
-        self.timers.push(Reverse((now + T1, slot, n, RETX)));
+        self.timers.push((now + T1, slot, n, RETX));
         let deadline = now + self.cfg.hold + self.cfg.call_timeout;
-        self.timers.push(Reverse((deadline, slot, n, EXPIRE)));
+        self.timers.push((deadline, slot, n, EXPIRE));
     }
 
     fn send_bye(&mut self, slot: u32, now: Instant) {
@@ -1049,7 +1088,7 @@ impl Uac {
         c.bye_at = None;
         c.retx_every = T1;
         c.retx_at = Some(now + T1);
-        self.timers.push(Reverse((now + T1, slot, n, RETX)));
+        self.timers.push((now + T1, slot, n, RETX));
     }
 
     fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
@@ -1131,7 +1170,7 @@ impl Uac {
                 } else {
                     let at = now + self.cfg.hold;
                     c.bye_at = Some(at);
-                    self.timers.push(Reverse((at, slot, n, BYE_DUE)));
+                    self.timers.push((at, slot, n, BYE_DUE));
                 }
             }
             (Method::Invite, _) => {
@@ -1164,7 +1203,7 @@ impl Uac {
 
     fn on_timers(&mut self, now: Instant) {
         for _ in 0..MAX_TIMERS {
-            let Some(&Reverse((at, slot, n, kind))) = self.timers.peek() else {
+            let Some((at, slot, n, kind)) = self.timers.peek() else {
                 return;
             };
             if at > now {
@@ -1193,7 +1232,7 @@ impl Uac {
                     self.st.retx_sent += 1;
                     let next = now + c.retx_every;
                     c.retx_at = Some(next);
-                    self.timers.push(Reverse((next, slot, n, RETX)));
+                    self.timers.push((next, slot, n, RETX));
                 }
                 BYE_DUE if c.bye_at == Some(at) => self.send_bye(slot, now),
                 EXPIRE => self.fail(slot, Fail::Timeout),
@@ -1245,12 +1284,7 @@ impl Generator {
             .spawn(move || uas.run(s))?;
         let uac = Uac {
             sock: uac_sock,
-            ident: UacIdent {
-                local: cfg.uac,
-                target: cfg.target,
-                number: cfg.number.clone(),
-                pid,
-            },
+            ident: UacIdent::new(cfg.uac, cfg.target, &cfg.number, pid),
             cfg,
             next_n: 1,
             calls: Table::new(),
@@ -1339,6 +1373,8 @@ impl Generator {
             if got == 0 && !due_more {
                 // The next INVITE is due within 1/rate; wait at most 1 ms (the pacing tick).
                 sys::poll(fd, libc::POLLIN, 1);
+            } else if got < BATCH && !due_more && !u.cfg.batch.is_zero() {
+                std::thread::sleep(u.cfg.batch);
             }
         }
         // Whatever is still open at the hard end failed.
@@ -1385,12 +1421,12 @@ mod tests {
     }
 
     fn ident() -> UacIdent {
-        UacIdent {
-            local: sa("127.0.67.11:5091"),
-            target: sa("127.0.67.1:5070"),
-            number: "4930123456".into(),
-            pid: 42,
-        }
+        UacIdent::new(
+            sa("127.0.67.11:5091"),
+            sa("127.0.67.1:5070"),
+            "4930123456",
+            42,
+        )
     }
 
     #[test]

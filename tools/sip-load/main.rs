@@ -12,11 +12,13 @@
 //!            [--number 4930123456] [--rates 300,2000] [--secs 10] [--search START,MAX]
 //!            [--budget-s 120] [--hold-ms 0] [--call-timeout-ms 5000] [--max-calls N]
 //!            [--sut-pid PID[,PID]] [--label NAME] [--uas-trying 1] [--lock /tmp/bench.lock]
+//!            [--batch-us 0]
 //!
 //! `--target` = the `--uas` address measures the generator alone. `--sut-pid` adds the CPU of
 //! those processes, their threads and descendants (Kamailio forks its workers).
 
 mod engine;
+mod timers;
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -73,6 +75,13 @@ fn parse_args() -> Result<Args> {
             "--call-timeout-ms" => a.cfg.call_timeout = Duration::from_millis(v.parse()?),
             "--max-calls" => a.cfg.max_calls = v.parse()?,
             "--uas-trying" => a.cfg.uas_trying = v != "0",
+            "--batch-us" => {
+                let us: u64 = v.parse()?;
+                if us > 1000 {
+                    bail!("--batch-us must be at most 1000");
+                }
+                a.cfg.batch = Duration::from_micros(us);
+            }
             "--rates" => {
                 a.rates = v
                     .split(',')
