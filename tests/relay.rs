@@ -236,4 +236,13 @@ fn sigterm_drains_and_exits_zero() {
         200
     );
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log_text());
+    // A restart right away finds its ports free: the workers' rings no longer hold the
+    // sockets once the process is gone (their teardown would otherwise be asynchronous).
+    let sip = relay.sip;
+    let worker0 = std::net::SocketAddr::new(sip.ip(), sip.port() + 1);
+    for a in [sip, worker0] {
+        if let Err(e) = std::net::UdpSocket::bind(a) {
+            panic!("{a} still bound after the relay exited: {e}");
+        }
+    }
 }

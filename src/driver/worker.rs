@@ -593,6 +593,10 @@ impl<C: Core> Worker<C> {
             .register_sync_cancel(Some(Timespec::new().sec(1)), CancelBuilder::any());
         st.sip_ring.unregister(&io.sub);
         st.media_ring.unregister(&io.sub);
+        // The ring's own teardown after close runs asynchronously and would keep the
+        // registered sockets (and so their ports) bound for a while after the process exits:
+        // a restart would find its ports in use. Unregistering drops those references now.
+        let _ = io.sub.unregister_files();
         result
     }
 }
