@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Diagnostic, DEFAULT_CONFIG};
-use crate::control::calls::{unix_ms_now, CallInfo, CallTable};
+use crate::control::calls::{unix_ms_now, CallState, CallTable, NewCall};
 use crate::control::metrics::{Counter, Gauge, Metrics, WorkerMetrics};
 use crate::control::ControlHandle;
 use crate::driver::{self, DriverConfig, MediaBinder, RunningWorkers, WorkerContext};
@@ -450,16 +450,16 @@ impl Worker {
             } => {
                 let source_trunk = self.trunk_identity(source);
                 tracing::debug!(call, %source_trunk, %called, %calling, "call started");
-                self.calls.started(CallInfo {
-                    call_id: call_key(self.index, call),
-                    source_trunk,
-                    target_trunk: None,
-                    called,
-                    calling,
-                    state: "trying".into(),
-                    worker: self.index,
-                    started_unix_ms: unix_ms_now(),
-                });
+                self.calls.started(
+                    self.index,
+                    call,
+                    NewCall {
+                        source_trunk,
+                        called,
+                        calling,
+                        started_unix_ms: unix_ms_now(),
+                    },
+                );
             }
             Event::CallRouted {
                 call,
@@ -468,21 +468,13 @@ impl Worker {
             } => {
                 let target = self.trunk_identity(target);
                 tracing::debug!(call, %target, attempt, "call routed");
-                self.calls.update(
-                    self.index,
-                    &call_key(self.index, call),
-                    "trying",
-                    Some(&target),
-                );
+                self.calls
+                    .update(self.index, call, CallState::Trying, Some(target));
             }
             Event::CallAnswered { call, target } => {
                 let target = self.trunk_identity(target);
-                self.calls.update(
-                    self.index,
-                    &call_key(self.index, call),
-                    "confirmed",
-                    Some(&target),
-                );
+                self.calls
+                    .update(self.index, call, CallState::Confirmed, Some(target));
             }
             Event::CallEnded {
                 call,
@@ -499,7 +491,7 @@ impl Worker {
                     media = ?media.as_ref().map(|m| m.summary()),
                     "call ended"
                 );
-                self.calls.ended(self.index, &call_key(self.index, call));
+                self.calls.ended(self.index, call);
             }
             Event::TrunkDown(id) => {
                 let t = self.trunk_identity(id);
@@ -566,10 +558,6 @@ impl Worker {
         b.set(Gauge::ActiveCalls, self.proxy.active_calls() as i64);
         b.set(Gauge::MediaSessions, m.sessions_active as i64);
     }
-}
-
-fn call_key(worker: u16, call: u64) -> String {
-    format!("{worker}-{call}")
 }
 
 impl driver::Core for Worker {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use intertrunk::config::{Config, DEFAULT_CONFIG};
-use intertrunk::control::calls::{CallInfo, CallTable};
+use intertrunk::control::calls::{CallState, CallTable, NewCall};
 use intertrunk::control::http;
 use intertrunk::control::metrics::{Counter, Metrics};
 use intertrunk::control::{spawn_at, ControlHandle};
@@ -359,20 +359,26 @@ fn test_intertrunk_routing_calls_and_metrics() {
     );
     assert_eq!(st, 404);
 
-    relay.calls.started(CallInfo {
-        call_id: "abc@127.0.0.11".into(),
-        source_trunk: "PstnGateway:gw1".into(),
-        target_trunk: Some("PstnGateway:pbx2".into()),
-        called: "+12065550100".into(),
-        calling: "+14255550123".into(),
-        state: "confirmed".into(),
-        worker: 1,
-        started_unix_ms: 1,
-    });
+    relay.calls.started(
+        1,
+        42,
+        NewCall {
+            source_trunk: "PstnGateway:gw1".into(),
+            called: "+12065550100".into(),
+            calling: "+14255550123".into(),
+            started_unix_ms: 1,
+        },
+    );
+    relay
+        .calls
+        .update(1, 42, CallState::Confirmed, Some("PstnGateway:pbx2".into()));
     let (st, v) = relay.req("GET", "/calls", None);
     assert_eq!(st, 200);
     assert_eq!(v["count"], 1);
-    assert_eq!(v["calls"][0]["call_id"], "abc@127.0.0.11");
+    assert_eq!(v["calls"][0]["call_id"], "1-42");
+    assert_eq!(v["calls"][0]["state"], "confirmed");
+    assert_eq!(v["calls"][0]["target_trunk"], "PstnGateway:pbx2");
+    assert_eq!(v["calls"][0]["worker"], 1);
 
     relay.metrics.worker(1).add(Counter::InvitesReceived, 3);
     let (st, v) = relay.req("GET", "/metrics", None);

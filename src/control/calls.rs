@@ -43,22 +43,62 @@ pub fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a call stands, as `GET /calls` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    Trying,
+    Ringing,
+    Confirmed,
+    Terminating,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Trying => "trying",
+            CallState::Ringing => "ringing",
+            CallState::Confirmed => "confirmed",
+            CallState::Terminating => "terminating",
+        }
+    }
+}
+
+/// A call as a worker reports it at the start.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub source_trunk: String,
+    pub called: String,
+    pub calling: String,
+    pub started_unix_ms: u64,
+}
+
+/// What the table keeps per call: no key text and no state text (both are made only when the
+/// admin reads), so a report costs a hash of an integer and, at most, one moved string.
+struct Record {
+    call: NewCall,
+    target_trunk: Option<String>,
+    state: CallState,
+}
+
+/// The proxy's call numbers are unique per relay and not chosen by peers: the fast hash is safe.
+type Records = HashMap<u64, Record, foldhash::fast::RandomState>;
+
 /// The calls of every worker, one map per worker so that workers never contend with each other
-/// (only with the rare admin read).
+/// (only with the rare admin read). A worker reports a few events per call, never per packet.
 pub struct CallTable {
-    workers: Box<[Mutex<HashMap<String, CallInfo>>]>,
+    workers: Box<[Mutex<Records>]>,
 }
 
 impl CallTable {
     pub fn new(workers: usize) -> Self {
         CallTable {
             workers: (0..workers.max(1))
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(Records::default()))
                 .collect(),
         }
     }
 
-    fn slot(&self, worker: u16) -> MutexGuard<'_, HashMap<String, CallInfo>> {
+    fn slot(&self, worker: u16) -> MutexGuard<'_, Records> {
         let i = (worker as usize).min(self.workers.len() - 1);
         // A panic while holding the lock cannot leave a map half-updated; keep serving.
         self.workers[i]
@@ -66,24 +106,31 @@ impl CallTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A call started (its `worker` field says which map holds it).
-    pub fn started(&self, info: CallInfo) {
-        self.slot(info.worker).insert(info.call_id.clone(), info);
+    /// Worker `worker` started call number `call` (unique per relay).
+    pub fn started(&self, worker: u16, call: u64, info: NewCall) {
+        self.slot(worker).insert(
+            call,
+            Record {
+                call: info,
+                target_trunk: None,
+                state: CallState::Trying,
+            },
+        );
     }
 
     /// A call changed state or target trunk.
-    pub fn update(&self, worker: u16, call_id: &str, state: &str, target_trunk: Option<&str>) {
-        if let Some(c) = self.slot(worker).get_mut(call_id) {
-            c.state = state.to_string();
+    pub fn update(&self, worker: u16, call: u64, state: CallState, target_trunk: Option<String>) {
+        if let Some(c) = self.slot(worker).get_mut(&call) {
+            c.state = state;
             if let Some(t) = target_trunk {
-                c.target_trunk = Some(t.to_string());
+                c.target_trunk = Some(t);
             }
         }
     }
 
     /// A call ended.
-    pub fn ended(&self, worker: u16, call_id: &str) {
-        self.slot(worker).remove(call_id);
+    pub fn ended(&self, worker: u16, call: u64) {
+        self.slot(worker).remove(&call);
     }
 
     /// Number of calls held.
@@ -100,9 +147,21 @@ impl CallTable {
 
 impl CallRegistry for CallTable {
     fn calls(&self) -> Vec<CallInfo> {
-        let mut all: Vec<CallInfo> = (0..self.workers.len())
-            .flat_map(|i| self.slot(i as u16).values().cloned().collect::<Vec<_>>())
-            .collect();
+        let mut all: Vec<CallInfo> = Vec::new();
+        for w in 0..self.workers.len() {
+            let worker = w as u16;
+            let map = self.slot(worker);
+            all.extend(map.iter().map(|(call, r)| CallInfo {
+                call_id: format!("{worker}-{call}"),
+                source_trunk: r.call.source_trunk.clone(),
+                target_trunk: r.target_trunk.clone(),
+                called: r.call.called.clone(),
+                calling: r.call.calling.clone(),
+                state: r.state.as_str().to_string(),
+                worker,
+                started_unix_ms: r.call.started_unix_ms,
+            }));
+        }
         all.sort_by(|a, b| {
             a.started_unix_ms
                 .cmp(&b.started_unix_ms)
@@ -116,15 +175,11 @@ impl CallRegistry for CallTable {
 mod tests {
     use super::*;
 
-    fn call(id: &str, worker: u16, t: u64) -> CallInfo {
-        CallInfo {
-            call_id: id.into(),
+    fn call(t: u64) -> NewCall {
+        NewCall {
             source_trunk: "PstnGateway:gw1".into(),
-            target_trunk: None,
             called: "+12065550100".into(),
             calling: "+14255550123".into(),
-            state: "trying".into(),
-            worker,
             started_unix_ms: t,
         }
     }
@@ -132,20 +187,25 @@ mod tests {
     #[test]
     fn start_update_end() {
         let t = CallTable::new(2);
-        t.started(call("b", 1, 20));
-        t.started(call("a", 0, 10));
-        t.update(1, "b", "confirmed", Some("PstnGateway:pbx2"));
-        t.update(0, "missing", "confirmed", None);
+        t.started(1, 7, call(20));
+        t.started(0, 9, call(10));
+        t.update(1, 7, CallState::Ringing, Some("PstnGateway:pbx1".into()));
+        t.update(1, 7, CallState::Confirmed, None);
+        t.update(0, 12345, CallState::Confirmed, None);
         let calls = t.calls();
         assert_eq!(
             calls.iter().map(|c| c.call_id.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
+            ["0-9", "1-7"]
         );
         assert_eq!(calls[1].state, "confirmed");
-        assert_eq!(calls[1].target_trunk.as_deref(), Some("PstnGateway:pbx2"));
-        t.ended(0, "a");
+        assert_eq!(calls[1].target_trunk.as_deref(), Some("PstnGateway:pbx1"));
+        assert_eq!(calls[1].worker, 1);
+        assert_eq!(calls[0].state, "trying");
+        assert_eq!(calls[0].target_trunk, None);
+        assert_eq!(calls[0].called, "+12065550100");
+        t.ended(0, 9);
         assert_eq!(t.len(), 1);
-        t.ended(1, "b");
+        t.ended(1, 7);
         assert!(t.is_empty());
     }
 }
