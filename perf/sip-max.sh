@@ -8,7 +8,8 @@
 # does (proxy.cfg, its dispatcher list, 8 children, -m 512 -M 16).
 #
 #   perf/sip-max.sh PEER_BENCH_DIR [START,MAX] [SECS]
-#   env: FIXED_RATE (2000), BUDGET_S (search budget per system, 60), HOLD_MS (0)
+#   env: FIXED_RATE (2000), BUDGET_S (search budget per system, 60), HOLD_MS (0),
+#        GEN_BATCH_US (0: the generator's wake-up batching window, sip-load --batch-us)
 #
 # PEER_BENCH_DIR is copied to a temporary directory first. Every run is bounded (timeout),
 # every process is started and stopped by PID; each trial holds the /tmp/bench.lock flock.
@@ -20,6 +21,7 @@ secs=${3:-5}
 fixed=${FIXED_RATE:-2000}
 budget=${BUDGET_S:-60}
 hold=${HOLD_MS:-0}
+gen_batch=${GEN_BATCH_US:-0}
 
 work=$(mktemp -d)
 cp -r "$peer" "$work/peer"
@@ -51,7 +53,7 @@ wait_ports() {
 # The generator: fixed trial, then the search; bounded by `timeout` well above the budget.
 load() { # PID LABEL
     timeout $((budget + 4 * secs + 60)) target/release/examples/sip-load \
-        --sut-pid "$1" --label "$2" --secs "$secs" --hold-ms "$hold" \
+        --sut-pid "$1" --label "$2" --secs "$secs" --hold-ms "$hold" --batch-us "$gen_batch" \
         --rates "$fixed" --search "$search" --budget-s "$budget"
 }
 
