@@ -83,6 +83,7 @@ impl Relay {
         if let Some(us) = server.sip_batch_wait_us {
             dcfg.sip_min_wait = Duration::from_micros(u64::from(us));
         }
+        dcfg.realtime_priority = server.realtime_priority;
         let slices = media_slices(server.media_ports.first, server.media_ports.last, workers);
         let media_timeout = Duration::from_secs(u64::from(server.media_timeout_s.max(1)));
         let media_address = server.media_address;

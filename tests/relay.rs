@@ -246,3 +246,46 @@ fn sigterm_drains_and_exits_zero() {
         }
     }
 }
+
+/// `realtime_priority` puts every worker thread under SCHED_FIFO at that priority, or, where
+/// the relay may not (no root, no CAP_SYS_NICE), says so and runs on.
+#[test]
+fn realtime_priority_applies_to_the_workers_or_is_reported() {
+    let net = 49;
+    let cfg =
+        config(net, Probing::Off).replacen("[server]\n", "[server]\nrealtime_priority = 7\n", 1);
+    assert!(cfg.contains("realtime_priority = 7"));
+    let mut relay = RelayProcess::start(net, &cfg);
+    let pid = relay.pid();
+    let mut workers = 0;
+    let mut fifo = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("worker-") {
+            continue;
+        }
+        workers += 1;
+        // Fields after the command name: policy is the 41st field of stat, rt_priority the 40th.
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let (prio, policy) = (fields[40 - 3], fields[41 - 3]);
+        if policy == "1" {
+            assert_eq!(prio, "7", "{stat}");
+            fifo += 1;
+        }
+    }
+    assert!(workers > 0);
+    if fifo != workers {
+        assert_eq!(fifo, 0);
+        assert!(
+            relay.log_text().contains("realtime_priority refused"),
+            "{}",
+            relay.log_text()
+        );
+    }
+    assert_eq!(relay.terminate(), Some(0));
+}

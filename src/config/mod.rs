@@ -100,6 +100,12 @@ pub struct Server {
     /// The same after a loop turn that carried SIP (signaling wants a shorter hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_batch_wait_us: Option<u32>,
+    /// SCHED_FIFO priority (1-99) of the worker threads; unset or 0: the normal scheduler.
+    /// A woken real-time worker preempts whatever else runs on its core at once, instead of
+    /// waiting for that task's time slice: the cure for millisecond setup-latency tails on a
+    /// shared box. Needs root or CAP_SYS_NICE (refused: a warning, and the normal scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime_priority: Option<u8>,
 }
 
 fn default_sip_listen() -> Vec<Listen> {
@@ -136,6 +142,7 @@ impl Default for Server {
             media_timeout_s: default_media_timeout_s(),
             media_batch_wait_us: None,
             sip_batch_wait_us: None,
+            realtime_priority: None,
         }
     }
 }

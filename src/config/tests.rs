@@ -193,3 +193,19 @@ fn batch_wait_keys_are_optional_bounded_and_round_trip() {
         "{err:?}"
     );
 }
+
+#[test]
+fn realtime_priority_is_optional_bounded_and_round_trips() {
+    let c =
+        Config::from_toml("[server]\nrealtime_priority = 10\n").unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(c.server.realtime_priority, Some(10));
+    assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    assert_eq!(Config::builtin().server.realtime_priority, None);
+    assert!(!Config::builtin().to_toml().contains("realtime_priority"));
+    let err = Config::from_toml("[server]\nrealtime_priority = 100\n").unwrap_err();
+    assert!(
+        err.iter()
+            .any(|d| d.line == Some(2) && d.message.contains("out of range")),
+        "{err:?}"
+    );
+}

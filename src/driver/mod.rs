@@ -148,6 +148,8 @@ pub struct DriverConfig {
     pub sip_min_wait: Duration,
     /// Longest a draining worker waits for its core to become idle.
     pub drain_grace: Duration,
+    /// SCHED_FIFO priority of the worker threads (`None`: the normal scheduler).
+    pub realtime_priority: Option<u8>,
 }
 
 impl DriverConfig {
@@ -173,6 +175,7 @@ impl DriverConfig {
             media_min_wait: Duration::from_micros(300),
             sip_min_wait: Duration::from_micros(50),
             drain_grace: Duration::from_secs(32),
+            realtime_priority: None,
         }
     }
 }

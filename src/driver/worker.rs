@@ -281,6 +281,21 @@ fn pin_to(cpu: usize) {
     }
 }
 
+/// SCHED_FIFO at `prio` for the calling thread.
+fn set_realtime(prio: u8) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(prio),
+    };
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is the
+    // calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 struct Setup {
     index: usize,
     workers: usize,
@@ -300,6 +315,16 @@ fn worker_main<C: Core, F: Fn(WorkerContext) -> C>(
 ) -> Result<(), DriverError> {
     if let Some(cpu) = setup.cpu {
         pin_to(cpu);
+    }
+    if let Some(prio) = setup.cfg.realtime_priority.filter(|&p| p > 0) {
+        if let Err(e) = set_realtime(prio) {
+            tracing::warn!(
+                worker = setup.index,
+                priority = prio,
+                error = %e,
+                "realtime_priority refused (needs root or CAP_SYS_NICE); the worker runs under the normal scheduler"
+            );
+        }
     }
     let (ring, mode) = match ring::build(setup.cfg.sq_entries, setup.cfg.cq_entries) {
         Ok(r) => r,
