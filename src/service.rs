@@ -558,6 +558,8 @@ impl Worker {
         b.store(Counter::MediaTimeouts, m.timeouts);
         b.set(Gauge::ActiveCalls, self.proxy.active_calls() as i64);
         b.set(Gauge::MediaSessions, m.sessions_active as i64);
+        b.set(Gauge::MediaPortPairsInUse, m.pairs_in_use as i64);
+        b.set(Gauge::MediaPortPairsTotal, m.pairs_total as i64);
     }
 }
 

@@ -289,3 +289,216 @@ fn realtime_priority_applies_to_the_workers_or_is_reported() {
     }
     assert_eq!(relay.terminate(), Some(0));
 }
+
+/// Thousands of calls through one relay, ending in every way a call ends (caller BYE, callee
+/// BYE, CANCEL while ringing, busy, failover after a 503, a final 503, no route, media
+/// timeout), some with RTP: afterwards no call, media session or port pair is left, and every
+/// port of `media_ports` can be bound again from outside.
+#[test]
+fn thousands_of_calls_ending_every_way_leave_no_port_allocated() {
+    let net = 50;
+    let relay = RelayProcess::start(net, &churn_config(net));
+    let now = Some(Duration::ZERO);
+    let answers = Answer {
+        ring: now,
+        ..Answer::default()
+    };
+    let _bye_from_caller = Callee::spawn(addr(net, 21), answers.clone()).unwrap();
+    let bye_from_callee = Callee::spawn(
+        addr(net, 22),
+        Answer {
+            hang_up_after: Some(Duration::from_millis(5)),
+            ..answers.clone()
+        },
+    )
+    .unwrap();
+    let _busy = Callee::spawn(
+        addr(net, 23),
+        Answer {
+            code: 486,
+            ..answers.clone()
+        },
+    )
+    .unwrap();
+    let rings = Callee::spawn(
+        addr(net, 24),
+        Answer {
+            ring: None,
+            ..answers.clone()
+        },
+    )
+    .unwrap();
+    let fails_over = Callee::spawn(
+        addr(net, 25),
+        Answer {
+            code: 503,
+            ..answers.clone()
+        },
+    )
+    .unwrap();
+    let _backup = Callee::spawn(addr(net, 26), answers.clone()).unwrap();
+    let _silent = Callee::spawn(addr(net, 27), answers.clone()).unwrap();
+    let _unavailable = Callee::spawn(
+        addr(net, 28),
+        Answer {
+            code: 503,
+            ..answers
+        },
+    )
+    .unwrap();
+
+    // Media timeouts take media_timeout_s: a few run beside the churn.
+    const SILENT: usize = 8;
+    let relay_sip = relay.sip;
+    let silent: Vec<_> = (0..SILENT)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut caller = Caller::new(ip(net, 11), relay_sip).unwrap();
+                let mut dial = Dial::number(&format!("+1006{i:04}"));
+                dial.wait_for_bye = Some(Duration::from_secs(15));
+                caller.call(&dial).unwrap()
+            })
+        })
+        .collect();
+
+    const THREADS: u32 = 4;
+    const CALLS_PER_THREAD: u32 = 500;
+    let churn: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut caller = Caller::new(ip(net, 11), relay_sip).unwrap();
+                let mut wrong = Vec::new();
+                for i in 0..CALLS_PER_THREAD {
+                    let way = i % 7;
+                    let mut dial = Dial::number(&format!("+100{way}{t}{i:03}"));
+                    // One call in 25 carries RTP both ways (not those the callee ends
+                    // 5 ms in, before the second packet).
+                    if i % 25 == 0 && way != 1 {
+                        dial.rtp_packets = 2;
+                    }
+                    let want = match way {
+                        0 => 200,
+                        1 => {
+                            dial.wait_for_bye = Some(Duration::from_secs(5));
+                            200
+                        }
+                        2 => 486,
+                        3 => {
+                            dial.cancel_after = Some(Duration::ZERO);
+                            487
+                        }
+                        4 => 200,
+                        5 => 503,
+                        _ => {
+                            dial.number = format!("+99{t}{i:04}");
+                            403
+                        }
+                    };
+                    let out = caller.call(&dial).unwrap();
+                    let ended = want != 200 || out.ended_cleanly;
+                    if out.status != want || !ended || out.rtp_received != out.rtp_sent {
+                        wrong.push(format!("{}: want {want}, got {out:?}", dial.number));
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    let wrong: Vec<String> = churn.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} calls went wrong, first: {:?}\n{}",
+        wrong.len(),
+        THREADS * CALLS_PER_THREAD,
+        &wrong[..wrong.len().min(5)],
+        relay.log_text()
+    );
+    for h in silent {
+        let out = h.join().unwrap();
+        assert_eq!(out.status, 200, "{out:?}");
+        assert!(out.ended_by_callee, "the relay's BYE on timeout: {out:?}");
+    }
+
+    let per_way = u64::from(THREADS * CALLS_PER_THREAD).div_ceil(7);
+    assert!(
+        bye_from_callee.stats.byes_sent.load(Ordering::Relaxed) >= per_way - u64::from(THREADS)
+    );
+    assert!(rings.stats.cancelled.load(Ordering::Relaxed) >= per_way - u64::from(THREADS));
+    // The route's gateways are rotated per call: about half the way-4 calls try .25 first.
+    let failed_first = fails_over.stats.rejected.load(Ordering::Relaxed);
+    assert!(failed_first >= per_way / 4, "{failed_first} of ~{per_way}");
+    assert!(relay.metric("intertrunk_failovers_total") >= failed_first as f64);
+    assert_eq!(
+        relay.wait_metric("intertrunk_media_timeouts_total", SILENT as f64),
+        SILENT as f64
+    );
+    assert_eq!(relay.wait_metric("intertrunk_active_calls", 0.0), 0.0);
+    assert_eq!(relay.wait_metric("intertrunk_media_sessions", 0.0), 0.0);
+    assert_eq!(
+        relay.wait_metric("intertrunk_media_port_pairs_in_use", 0.0),
+        0.0,
+        "{}",
+        relay.log_text()
+    );
+    assert_eq!(relay.metric("intertrunk_media_port_pairs_total"), 500.0);
+
+    // From the kernel's side too: every port of the range binds (no socket left open).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let held: Vec<u16> = loop {
+        let held: Vec<u16> = (20000..=20999u16)
+            .filter(|&p| {
+                std::net::UdpSocket::bind(std::net::SocketAddr::new(ip(net, 1), p)).is_err()
+            })
+            .collect();
+        if held.is_empty() || Instant::now() > deadline {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(held.is_empty(), "media ports still bound: {held:?}");
+}
+
+/// One gateway placing calls; behind it one trunk per way a call can end.
+fn churn_config(net: u8) -> String {
+    let mut c = format!(
+        r#"
+[server]
+sip_listen = ["udp:127.0.{net}.1:5060"]
+media_address = "127.0.{net}.1"
+media_ports = "20000-20999"
+workers = 2
+admin_listen = "127.0.{net}.1:8060"
+media_timeout_s = 2
+
+[voice]
+pstn_usages = ["All"]
+
+[[trunk]]
+identity = "PstnGateway:gw"
+address = "127.0.{net}.11:5060"
+pstn_usages = ["All"]
+options_keepalive_s = 0
+"#
+    );
+    // Trunk .2N is reached by +100N...; way 4 fails over from .25 to .26.
+    for host in 21..=28 {
+        c.push_str(&format!(
+            "\n[[trunk]]\nidentity = \"PstnGateway:pbx{host}\"\naddress = \"127.0.{net}.{host}:5060\"\npstn_usages = []\noptions_keepalive_s = 0\n"
+        ));
+    }
+    let routes = [
+        (0, "21"),
+        (1, "22"),
+        (2, "23"),
+        (3, "24"),
+        (4, "25\", \"PstnGateway:pbx26"),
+        (5, "28"),
+        (6, "27"),
+    ];
+    for (way, gateways) in routes {
+        c.push_str(&format!(
+            "\n[[voice_route]]\nidentity = \"Way{way}\"\nnumber_pattern = '^\\+100{way}\\d+$'\npstn_usages = [\"All\"]\npstn_gateway_list = [\"PstnGateway:pbx{gateways}\"]\n"
+        ));
+    }
+    c
+}

@@ -68,6 +68,8 @@ metric_enum! {
     Gauge {
         ActiveCalls => ("intertrunk_active_calls", "Calls in progress (early or confirmed dialogs)"),
         MediaSessions => ("intertrunk_media_sessions", "Media sessions holding port pairs"),
+        MediaPortPairsInUse => ("intertrunk_media_port_pairs_in_use", "RTP/RTCP port pairs bound for calls"),
+        MediaPortPairsTotal => ("intertrunk_media_port_pairs_total", "RTP/RTCP port pairs in the media_ports range (all workers)"),
         TrunksDown => ("intertrunk_trunks_down", "Trunks marked down by OPTIONS probing (as seen by each worker, summed)"),
     }
 }

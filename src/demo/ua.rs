@@ -276,6 +276,15 @@ impl CalleeLoop {
     fn tick(&mut self, now: Instant) {
         let mut sends: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
         for call in &mut self.calls {
+            let answer_due = call.final_sent.is_none() && call.answer_at.is_some_and(|t| now >= t);
+            let retransmit_due = call.final_sent.is_some()
+                && !call.acked
+                && now - call.last_retransmit >= Duration::from_millis(500);
+            let hang_up_due = call.hang_up_at.is_some_and(|t| now >= t);
+            if !(answer_due || retransmit_due || hang_up_due) {
+                // Nothing to send: spare the parse (a busy callee holds thousands of calls).
+                continue;
+            }
             let Ok(invite) = Message::parse(&call.invite) else {
                 call.done_at = Some(now);
                 continue;
@@ -591,7 +600,8 @@ impl Caller {
             let (Some(code), Ok(cseq)) = (msg.status(), msg.cseq()) else {
                 continue;
             };
-            if cseq.method != Method::Invite {
+            // A late retransmission for an earlier call on this socket is not ours.
+            if cseq.method != Method::Invite || msg.call_id().ok() != Some(call_id.as_bytes()) {
                 continue;
             }
             if code < 200 {
@@ -702,6 +712,9 @@ impl Caller {
                 let Ok(m) = Message::parse(&buf[..n]) else {
                     continue;
                 };
+                if m.call_id().ok() != Some(call_id.as_bytes()) {
+                    continue;
+                }
                 match m.method() {
                     Some(Method::Bye) => {
                         let ok = response(&m, 200, "OK", None, None, None);
@@ -736,6 +749,9 @@ impl Caller {
             let Ok(m) = Message::parse(&buf[..n]) else {
                 continue;
             };
+            if m.call_id().ok() != Some(call_id.as_bytes()) {
+                continue;
+            }
             match (m.status(), m.cseq()) {
                 (Some(code), Ok(cseq)) if cseq.method == Method::Bye && code >= 200 => {
                     outcome.ended_cleanly = code == 200;
