@@ -64,7 +64,19 @@ fn parse_args() -> Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().ok_or_else(|| anyhow!("{k} needs a value"))?;
+        if k == "--help" || k == "-h" {
+            let usage = include_str!("main.rs")
+                .lines()
+                .take_while(|l| l.starts_with("//!"))
+                .map(|l| l.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| anyhow!("{k} needs a value (--help)"))?;
         match k.as_str() {
             "--relay" => a.relay = v.into(),
             "--udpblast" => a.udpblast = v.into(),
@@ -87,7 +99,7 @@ fn parse_args() -> Result<Args> {
             "--lock" => a.lock = v.into(),
             "--workers" => a.workers = v.parse()?,
             "--batch-wait-us" => a.batch_wait_us = Some(v.parse()?),
-            _ => bail!("unknown argument {k}"),
+            _ => bail!("unknown argument {k} (--help)"),
         }
     }
     if a.calls == 0 || a.calls > MAX_CALLS {
