@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::context::Key;
 use crate::media::{Leg, SessionId};
 use crate::route::{RouteTable, TrunkId};
-use crate::wire::sip::{Error, HeaderName, Message, Writer};
+use crate::wire::sip::{Error, HeaderName, Message, Uri, Writer};
 
 pub(crate) struct Call {
     pub id: u64,
@@ -95,7 +95,9 @@ pub(crate) fn routes_toward_caller(invite: &Message<'_>) -> Vec<Vec<u8>> {
         .record_routes()
         .filter_map(Result::ok)
         .take(16)
-        .map(|na| na.uri.to_vec())
+        .map(|na| na.uri)
+        .filter(|u| valid_uri(u))
+        .map(<[u8]>::to_vec)
         .collect()
 }
 
@@ -110,7 +112,9 @@ pub(crate) fn routes_toward_callee(
         if is_ours(na.uri) {
             break;
         }
-        v.push(na.uri.to_vec());
+        if valid_uri(na.uri) {
+            v.push(na.uri.to_vec());
+        }
     }
     v.reverse();
     v
@@ -120,8 +124,17 @@ pub(crate) fn routes_toward_callee(
 pub(crate) fn contact_uri(msg: &Message<'_>) -> Vec<u8> {
     msg.contact()
         .and_then(Result::ok)
-        .map(|c| c.uri.to_vec())
+        .map(|c| c.uri)
+        .filter(|u| valid_uri(u))
+        .map(<[u8]>::to_vec)
         .unwrap_or_default()
+}
+
+/// Whether a peer's URI may become our Request-URI or Route: name-addr parsing takes the
+/// bytes between `<>` as they come, and a request of ours must never carry what does not
+/// parse (a hostile Contact would otherwise make every BYE we send malformed).
+fn valid_uri(uri: &[u8]) -> bool {
+    Uri::parse(uri).is_ok()
 }
 
 /// Raw value of a header (From/To), for writing it back unchanged.
@@ -148,6 +161,9 @@ pub(crate) struct InDialog<'a> {
 pub(crate) fn build_in_dialog(r: &InDialog<'_>, out: &mut [u8]) -> Result<usize, Error> {
     if r.request_uri.is_empty() || r.from.is_empty() || r.to.is_empty() {
         return Err(Error::MissingHeader);
+    }
+    if !valid_uri(r.request_uri) || !r.routes.iter().all(|u| valid_uri(u)) {
+        return Err(Error::BadUri);
     }
     let mut w = Writer::new(out);
     w.put(r.method);

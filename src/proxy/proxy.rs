@@ -500,6 +500,12 @@ impl<B: PortBinder> Proxy<B> {
                 c.callee_to.clone(),
             ),
         };
+        // No usable Contact from that leg: address the BYE to where its messages come from.
+        let ruri = if ruri.is_empty() {
+            format!("sip:{dst}").into_bytes()
+        } else {
+            ruri
+        };
         let call_id = c.call_id.clone();
         let ctx = self.ctxs.next_key();
         let branch = self.new_branch(ctx, 0);

@@ -1459,6 +1459,48 @@ fn media_timeout_sends_bye_to_both_legs() {
     sim.assert_clean();
 }
 
+/// Found by the `proxy_calls` fuzz target: a Contact whose bytes between `<>` are no URI
+/// became the Request-URI of the relay's own BYE, which then did not parse. Such a Contact is
+/// not a remote target; the BYE goes to the leg's address instead.
+#[test]
+fn a_contact_that_is_no_uri_never_becomes_our_request_uri() {
+    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let mut a = Ua::caller(GW1, "4255550100", "junk-contact@gw");
+    let (inv, _) = a.invite(Some(&sdp("127.0.0.11", 20000)));
+    sim.send(GW1, &inv);
+    sim.expect_status(GW1, 100);
+    let fwd = sim.expect_method(PBX1, Method::Invite);
+    let ok = reply(
+        &fwd,
+        200,
+        Some("callee-tag"),
+        Some(PBX1),
+        Some(&sdp("127.0.0.21", 40000)),
+    );
+    // Valid UTF-8 would be escaped by the reply builder; splice raw bytes in.
+    let contact = format!("<sip:ua@{PBX1}>");
+    let at = ok
+        .windows(contact.len())
+        .position(|w| w == contact.as_bytes())
+        .unwrap();
+    let mut junk = ok[..at].to_vec();
+    junk.extend_from_slice(b"<sip:ua\xff\xfe@127.0.0.21:5060>");
+    junk.extend_from_slice(&ok[at + contact.len()..]);
+    assert!(Message::parse(&junk).unwrap().contact().unwrap().is_ok());
+    sim.send(PBX1, &junk);
+    // The caller's ACK would carry that Contact as its Request-URI and is refused as
+    // unparseable: the call stays answered until the media timeout ends it.
+    sim.expect_status(GW1, 200);
+
+    sim.run(Duration::from_secs(31));
+    let _bye_gw = sim.expect_method(GW1, Method::Bye);
+    let bye_pbx = sim.expect_method(PBX1, Method::Bye);
+    assert_eq!(
+        parse(&bye_pbx).request_uri(),
+        Some(format!("sip:{PBX1}").as_bytes())
+    );
+}
+
 #[test]
 fn ringing_longer_than_media_timeout_is_not_torn_down() {
     let mut sim = Sim::new(DEFAULT_CONFIG);
