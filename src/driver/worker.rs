@@ -45,8 +45,21 @@ fn untoken(t: u64) -> (u64, u32, u32) {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// `deadline` rounded up to the next multiple of `grain` counted from `origin`, so deadlines
+/// within one grain wake the worker once (and never early).
+fn coarsen(deadline: Instant, origin: Instant, grain: Duration) -> Instant {
+    let grain = grain.as_nanos().max(1);
+    let since = deadline.saturating_duration_since(origin).as_nanos();
+    let extra = (grain - since % grain) % grain;
+    deadline + Duration::from_nanos(u64::try_from(extra).unwrap_or(0))
+}
+
 /// Longest single wait when the core has no timer (a drain or a stop kicks the ring anyway).
 const IDLE_WAIT: Duration = Duration::from_secs(5);
+/// Timer deadlines are rounded up to this grain so that the thousands of SIP and media timers
+/// of a loaded worker (retransmissions, Timer K/D, probes, media timeouts, metrics), which
+/// need millisecond precision at most, share wake-ups instead of costing one each.
+const TIMER_GRAIN: Duration = Duration::from_millis(1);
 /// Media datagrams expected within the media window for batching wake-ups to be worth its delay.
 const MEDIA_BATCH_WORTH: f64 = 2.0;
 
@@ -412,6 +425,8 @@ struct State<C> {
     turn_media: u32,
     media_rate: f64,
     last_turn: Instant,
+    /// The origin of the timer grain.
+    started: Instant,
     draining: Option<Instant>,
     pending_closes: Vec<u32>,
 }
@@ -579,6 +594,7 @@ impl<C: Core> Worker<C> {
             turn_media: 0,
             media_rate: 0.0,
             last_turn: Instant::now(),
+            started: Instant::now(),
             draining: None,
             pending_closes: Vec::with_capacity(nslots),
             cfg,
@@ -767,7 +783,13 @@ impl<C: Core> State<C> {
         // SAFETY: the backlog holds entries pushed under Io::push's contract.
         unsafe { io.drain_backlog() };
         let now = Instant::now();
-        let mut deadline = self.core.poll_timeout();
+        let mut deadline = self.core.poll_timeout().map(|d| {
+            if d > now {
+                coarsen(d, self.started, TIMER_GRAIN)
+            } else {
+                d
+            }
+        });
         if let Some(d) = self.draining {
             deadline = Some(deadline.map_or(d, |t| t.min(d)));
         }
@@ -1214,5 +1236,25 @@ impl<C: Core> State<C> {
                 target.kick();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coarsened_deadlines_share_a_grain_and_are_never_early() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis(1);
+        let at = |us: u64| origin + Duration::from_micros(us);
+        // Everything due within (1 ms, 2 ms] wakes at 2 ms.
+        for us in [1001, 1500, 1999, 2000] {
+            assert_eq!(coarsen(at(us), origin, ms), at(2000), "{us} us");
+        }
+        assert_eq!(coarsen(at(2001), origin, ms), at(3000));
+        assert_eq!(coarsen(origin, origin, ms), origin);
+        // A deadline before the origin is left alone rather than moved early.
+        assert!(coarsen(origin, at(500), ms) >= origin);
     }
 }
