@@ -5,6 +5,11 @@
 # paced blaster (udpblast) at fixed rates, 172-byte packets.
 #
 #   perf/bare-forward.sh [--rates 20000,50000] [--secs 10] [--pairs 500] [--min-wait-us 300]
+#                        [--gso 8]
+#
+# --gso N sends with tools/gso-blast (UDP GSO bursts of N packets per stream) instead of
+# udpblast, with the sender and the sink pinned to CPU 1, away from the forwarders on CPU 0:
+# the rates where a forwarder saturates, which the sendmmsg blaster cannot reach here.
 #
 # Needs the peer harness sources $PEER_SRC/{udpfwd,udpblast}.c (copied to a temp dir and built with gcc,
 # never committed). CPU is se.sum_exec_runtime summed over /proc/PID/task/*/sched.
@@ -16,6 +21,7 @@ RATES=20000,50000
 SECS=10
 PAIRS=500
 MIN_WAIT=300
+GSO=
 PEER_SRC=${PEER_SRC:?set PEER_SRC to the peer harness src directory (udpfwd.c, udpblast.c)}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,6 +29,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS=$2; shift 2 ;;
         --pairs) PAIRS=$2; shift 2 ;;
         --min-wait-us) MIN_WAIT=$2; shift 2 ;;
+        --gso) GSO=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -45,8 +52,15 @@ trap cleanup EXIT
 cp "$PEER_SRC/udpfwd.c" "$PEER_SRC/udpblast.c" "$TMP/"
 gcc -O2 -pthread -o "$TMP/udpfwd" "$TMP/udpfwd.c"
 gcc -O2 -o "$TMP/udpblast" "$TMP/udpblast.c"
-cargo build --release --example driver_forward -q
+cargo build --release --example driver_forward --example gso-blast -q
 DRIVER=target/release/examples/driver_forward
+if [ -n "$GSO" ]; then
+    SEND=(taskset -c 1 target/release/examples/gso-blast send -g "$GSO")
+    SINK=(taskset -c 1 "$TMP/udpblast" recv)
+else
+    SEND=("$TMP/udpblast" send)
+    SINK=("$TMP/udpblast" recv)
+fi
 
 cpu_ns() { # summed run time of every thread of $1, in ns
     awk '/se.sum_exec_runtime/ { split($3, a, "."); s += a[1] * 1000000 + substr(a[2] "000000", 1, 6) } END { printf "%d\n", s }' /proc/"$1"/task/*/sched
@@ -60,11 +74,11 @@ wait_ready() { # file
 # One trial: forwarder pid $1, destination ports spec $2, rate $3. Prints "sent received cpu_ns".
 trial() {
     local pid=$1 spec=$2 rate=$3
-    "$TMP/udpblast" recv -b "$IP:$SINK_PORT" -t $((SECS + 5)) >"$TMP/sink.out" &
+    "${SINK[@]}" -b "$IP:$SINK_PORT" -t $((SECS + 5)) >"$TMP/sink.out" &
     local sink=$!; PIDS+=("$sink")
     sleep 0.3
     local c0; c0=$(cpu_ns "$pid")
-    "$TMP/udpblast" send -b "$IP:$BLAST_SRC" -d "$IP" -P "$spec" -r "$rate" -t "$SECS" -s 172 >"$TMP/blast.out"
+    "${SEND[@]}" -b "$IP:$BLAST_SRC" -d "$IP" -P "$spec" -r "$rate" -t "$SECS" -s 172 >"$TMP/blast.out"
     sleep 0.5
     local c1; c1=$(cpu_ns "$pid")
     kill -INT "$sink" 2>/dev/null || true; wait "$sink" || true
@@ -83,7 +97,7 @@ report() { # label rate sent received cpu_ns
 PORTS=$(seq $FIRST_PORT $((FIRST_PORT + 2 * PAIRS - 1)) | paste -sd,)
 echo "$PORTS" | tr , '\n' >"$TMP/ports.txt"
 
-echo "# $(date -u +%F) $(nproc) vCPU, kernel $(uname -r); ${SECS}s trials, 172-byte packets"
+echo "# $(date -u +%F) $(nproc) vCPU, kernel $(uname -r); ${SECS}s trials, 172-byte packets; sender: ${SEND[*]}"
 declare -A RES
 for rate in ${RATES//,/ }; do
     # The driver: 1 worker pinned to CPU 0, $PAIRS pairs = $((2 * PAIRS)) sockets.

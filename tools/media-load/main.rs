@@ -14,7 +14,12 @@
 //!
 //!   media-load --relay target/release/intertrunk --udpblast PATH [--calls 500]
 //!              [--rates 20000,50000] [--search 60000,400000] [--secs 10] [--net 61]
-//!              [--workers 2] [--batch-wait-us US]
+//!              [--workers 2] [--batch-wait-us US] [--gso-blast PATH --gso 8] [--load-cpu N]
+//!
+//! `--gso-blast` sends with `gso-blast` (UDP GSO bursts of `--gso` packets per stream) instead
+//! of `udpblast send`, for rates the sendmmsg blaster cannot reach on a small box;
+//! `--load-cpu` pins the sender and the sink to that CPU (`taskset`), e.g. away from a single
+//! relay worker, which the relay pins to CPU 0.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -47,6 +52,9 @@ struct Args {
     lock: PathBuf,
     workers: usize,
     batch_wait_us: Option<u32>,
+    gso_blast: Option<PathBuf>,
+    gso: usize,
+    load_cpu: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -61,6 +69,9 @@ fn parse_args() -> Result<Args> {
         lock: PathBuf::from("/tmp/bench.lock"),
         workers: 2,
         batch_wait_us: None,
+        gso_blast: None,
+        gso: 8,
+        load_cpu: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -99,6 +110,9 @@ fn parse_args() -> Result<Args> {
             "--lock" => a.lock = v.into(),
             "--workers" => a.workers = v.parse()?,
             "--batch-wait-us" => a.batch_wait_us = Some(v.parse()?),
+            "--gso-blast" => a.gso_blast = Some(v.into()),
+            "--gso" => a.gso = v.parse()?,
+            "--load-cpu" => a.load_cpu = Some(v.parse()?),
             _ => bail!("unknown argument {k} (--help)"),
         }
     }
@@ -557,15 +571,22 @@ fn trial(
     let script = format!(
         r#"set -e
 cat /proc/{pid}/task/*/sched | awk '/se.sum_exec_runtime/ {{s+=$3}} END {{printf "cpu0=%f\n", s}}'
-"{ub}" recv -b {sink} -t {max} > "$T.sink" & SINK=$!
+{pin}"{ub}" recv -b {sink} -t {max} > "$T.sink" & SINK=$!
 sleep 0.2
-timeout -s INT {cap} "{ub}" send -b {src} -d {dst} -P @{ports} -r {rate} -t {secs} -s 172 -B 32 > "$T.blast" || true
+timeout -s INT {cap} {pin}{sender} -b {src} -d {dst} -P @{ports} -r {rate} -t {secs} -s 172 > "$T.blast" || true
 sleep 0.3
 kill -INT $SINK 2>/dev/null || true; wait $SINK || true
 cat /proc/{pid}/task/*/sched | awk '/se.sum_exec_runtime/ {{s+=$3}} END {{printf "cpu1=%f\n", s}}'
 cat "$T.blast" "$T.sink"
 "#,
         ub = a.udpblast.display(),
+        pin = a
+            .load_cpu
+            .map_or(String::new(), |c| format!("taskset -c {c} ")),
+        sender = match &a.gso_blast {
+            Some(g) => format!("\"{}\" send -g {}", g.display(), a.gso),
+            None => format!("\"{}\" send -B 32", a.udpblast.display()),
+        },
         sink = SocketAddr::new(ip(net, 21), SINK_PORT),
         src = SocketAddr::new(ip(net, 11), BLAST_PORT),
         dst = ip(net, 1),
@@ -614,8 +635,14 @@ cat "$T.blast" "$T.sink"
         .map(|(k, v)| format!("\"{k}\":{}", v - m0.get(k.as_str()).unwrap_or(&0.0)))
         .collect();
     let json = format!(
-        "{{\"sut\":\"intertrunk\",\"calls\":{calls},\"rate\":{rate},\"secs\":{secs},\"sent\":{sent},\"received\":{recv},\"blast_rate\":{blast_rate:.0},\"loss_pct\":{lp:.4},\"relay_cpu_ms\":{cpu_ms:.1},\"cpu_pct\":{cp:.1},\"us_per_pkt\":{upp:.2},\"relayed_counter\":{relayed},\"dropped_counter\":{dropped},\"probe_n\":{pn},\"lat_p50_us\":{p50},\"lat_p99_us\":{p99},\"lat_max_us\":{pmax},\"counters\":{{{extra}}},\"trial_wall_s\":{total_s:.1},\"pass\":{pass}}}",
+        "{{\"sut\":\"intertrunk\",\"workers\":{workers},\"sender\":\"{sender}\",\"calls\":{calls},\"rate\":{rate},\"secs\":{secs},\"sent\":{sent},\"received\":{recv},\"blast_rate\":{blast_rate:.0},\"loss_pct\":{lp:.4},\"relay_cpu_ms\":{cpu_ms:.1},\"cpu_pct\":{cp:.1},\"us_per_pkt\":{upp:.2},\"relayed_counter\":{relayed},\"dropped_counter\":{dropped},\"probe_n\":{pn},\"lat_p50_us\":{p50},\"lat_p99_us\":{p99},\"lat_max_us\":{pmax},\"counters\":{{{extra}}},\"trial_wall_s\":{total_s:.1},\"pass\":{pass}}}",
         calls = a.calls,
+        workers = a.workers,
+        sender = if a.gso_blast.is_some() {
+            format!("gso-blast -g {}", a.gso)
+        } else {
+            "udpblast".to_string()
+        },
         secs = a.secs,
         lp = loss * 100.0,
         cp = cpu_ms / (a.secs as f64 * 10.0),
