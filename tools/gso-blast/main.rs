@@ -138,6 +138,16 @@ fn set_gso(sock: &UdpSocket, size: usize) -> Result<()> {
 
 fn main() -> Result<()> {
     let a = parse_args()?;
+    let (sent, errors, secs) = blast(&a)?;
+    println!(
+        "sent={sent} secs={secs:.3} rate={:.0} errors={errors}",
+        sent as f64 / secs
+    );
+    Ok(())
+}
+
+/// Sends for `a.secs` at `a.rate`; returns packets sent, failed sends and the seconds taken.
+fn blast(a: &Args) -> Result<(u64, u64, f64)> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     let _ = sock.set_send_buffer_size(4 << 20);
     sock.bind(&a.bind.into())?;
@@ -182,10 +192,47 @@ fn main() -> Result<()> {
             Err(_) => errors += 1,
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "sent={sent} secs={secs:.3} rate={:.0} errors={errors}",
-        sent as f64 / secs
-    );
-    Ok(())
+    Ok((sent, errors, start.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_arrive_as_separate_rtp_packets_numbered_per_stream() {
+        // Room for every packet of the run: the test reads only after the sender is done.
+        let rx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        rx.set_recv_buffer_size(2 << 20).unwrap();
+        rx.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let rx: UdpSocket = rx.into();
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let a = Args {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            dst: "127.0.0.1".parse().unwrap(),
+            ports: vec![port],
+            rate: 2_000,
+            secs: 0.05,
+            size: 172,
+            segments: 4,
+        };
+        let (sent, errors, _) = blast(&a).unwrap();
+        assert_eq!(errors, 0);
+        assert!(sent >= 80 && sent % 4 == 0, "{sent}");
+        let mut buf = [0u8; 2048];
+        let mut last: Option<u16> = None;
+        for _ in 0..sent {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(n, 172, "one datagram per RTP packet");
+            assert_eq!(buf[0], 0x80);
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            if let Some(l) = last {
+                assert_eq!(seq, l.wrapping_add(1));
+            }
+            last = Some(seq);
+        }
+    }
 }
