@@ -502,3 +502,109 @@ options_keepalive_s = 0
     }
     c
 }
+
+/// Hostile datagrams from a trunk and from a stranger: each one becomes a SIP error response or
+/// a counted drop, never a crash, and calls keep going through afterwards.
+#[test]
+fn hostile_datagrams_are_answered_or_counted_and_calls_go_on() {
+    let net = 51;
+    let relay = RelayProcess::start(net, &config(net, Probing::Off));
+    let _pbx1 = Callee::spawn(addr(net, 21), Answer::default()).unwrap();
+    let gw = std::net::UdpSocket::bind(addr(net, 11)).unwrap();
+    let stranger = std::net::UdpSocket::bind(addr(net, 99)).unwrap();
+    for s in [&gw, &stranger] {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+    }
+    let invite = |extra: &str, max_forwards: &str, branch: &str| {
+        format!(
+            "INVITE sip:+14255550100@127.0.{net}.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.{net}.11:5060;branch=z9hG4bK{branch}\r\n{extra}Max-Forwards: {max_forwards}\r\nFrom: <sip:gw@127.0.{net}.11>;tag=h{branch}\r\nTo: <sip:+14255550100@127.0.{net}.1>\r\nCall-ID: hostile-{branch}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let status_of = |s: &std::net::UdpSocket| -> Option<u16> {
+        let mut buf = [0u8; 65536];
+        let n = s.recv(&mut buf).ok()?;
+        let line = std::str::from_utf8(&buf[..n.min(16)]).ok()?;
+        line.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+    };
+
+    // Answered: the errors a sender can be told about.
+    let answered: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("Max-Forwards 0", invite("", "0", "mf0"), 483),
+        (
+            "Max-Forwards not a number",
+            invite("", "seventy", "mfx"),
+            400,
+        ),
+        (
+            "CSeq method differs",
+            {
+                let mut m = invite("", "70", "cseq");
+                let at = m.windows(12).position(|w| w == b"CSeq: 1 INVI").unwrap();
+                m[at + 8..at + 14].copy_from_slice(b"BYEBYE");
+                m
+            },
+            400,
+        ),
+        (
+            "a loop through the relay",
+            invite(
+                &format!("Via: SIP/2.0/UDP 127.0.{net}.1:5060;branch=z9hG4bKit0000\r\n"),
+                "70",
+                "loop",
+            ),
+            482,
+        ),
+    ];
+    for (what, bytes, want) in &answered {
+        gw.send_to(bytes, relay.sip).unwrap();
+        let mut got = status_of(&gw);
+        if got == Some(100) {
+            got = status_of(&gw);
+        }
+        assert_eq!(got, Some(*want), "{what}");
+    }
+    stranger
+        .send_to(&invite("", "70", "stranger"), relay.sip)
+        .unwrap();
+    assert_eq!(status_of(&stranger), Some(403), "no open relay");
+
+    // Dropped and counted: nothing a response could be routed by.
+    let mut huge = invite("", "70", "huge");
+    huge.truncate(huge.len() - 4);
+    huge.extend(std::iter::repeat_n(b'A', 60_000));
+    let mut many_vias = Vec::new();
+    for i in 0..1000 {
+        many_vias.extend_from_slice(
+            format!(
+                "Via: SIP/2.0/UDP 10.0.0.{}:5060;branch=z9hG4bKv{i}\r\n",
+                i % 250
+            )
+            .as_bytes(),
+        );
+    }
+    let garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"\0".to_vec(),
+        b"INVITE".to_vec(),
+        b"INVITE sip:x SIP/2.0\r\n\r\n".to_vec(),
+        vec![0xff; 1400],
+        huge,
+        invite(std::str::from_utf8(&many_vias).unwrap(), "70", "vias"),
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnotours\r\n\r\n".to_vec(),
+        invite("Content-Length: 99999\r\n", "70", "clen"),
+    ];
+    for g in &garbage {
+        gw.send_to(g, relay.sip).unwrap();
+        stranger.send_to(g, relay.sip).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(relay.metric("intertrunk_sip_parse_errors_total") >= 4.0);
+
+    // Still routing, with media.
+    let out = call(net, 11, &relay, &with_media("+14255550100", 3));
+    assert_eq!(out.status, 200, "{out:?}\n{}", relay.log_text());
+    assert_eq!(out.rtp_received, 3);
+    assert_eq!(relay.wait_metric("intertrunk_active_calls", 0.0), 0.0);
+}
