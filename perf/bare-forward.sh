@@ -62,8 +62,8 @@ else
     SINK=("$TMP/udpblast" recv)
 fi
 
-cpu_ns() { # summed run time of every thread of $1, in ns
-    awk '/se.sum_exec_runtime/ { split($3, a, "."); s += a[1] * 1000000 + substr(a[2] "000000", 1, 6) } END { printf "%d\n", s }' /proc/"$1"/task/*/sched
+cpu_ns() { # summed run time of every thread of $1, in ns (%.0f: mawk's %d stops at 2^31)
+    awk '/se.sum_exec_runtime/ { split($3, a, "."); s += a[1] * 1000000 + substr(a[2] "000000", 1, 6) } END { printf "%.0f\n", s }' /proc/"$1"/task/*/sched
 }
 
 wait_ready() { # file
