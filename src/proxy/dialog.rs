@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::context::Key;
 use crate::media::{Leg, SessionId};
 use crate::route::{RouteTable, TrunkId};
-use crate::wire::sip::{Error, HeaderName, Message, Uri, Writer};
+use crate::wire::sip::{Error, HeaderName, Message, Writer};
 
 pub(crate) struct Call {
     pub id: u64,
@@ -132,9 +132,21 @@ pub(crate) fn contact_uri(msg: &Message<'_>) -> Vec<u8> {
 
 /// Whether a peer's URI may become our Request-URI or Route: name-addr parsing takes the
 /// bytes between `<>` as they come, and a request of ours must never carry what does not
-/// parse (a hostile Contact would otherwise make every BYE we send malformed).
+/// parse (a hostile Contact would otherwise make every BYE we send malformed). As lenient as
+/// the start-line parser (any scheme, then visible octets), so an odd but workable URI of a
+/// real peer (an unknown scheme, `_` in a host name) is still used; only `<>` are refused
+/// besides, since a Route is written inside them.
 fn valid_uri(uri: &[u8]) -> bool {
-    Uri::parse(uri).is_ok()
+    let scheme = uri
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        .count();
+    scheme > 0
+        && uri.first().is_some_and(u8::is_ascii_alphabetic)
+        && uri.get(scheme) == Some(&b':')
+        && uri
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'<' && b != b'>')
 }
 
 /// Raw value of a header (From/To), for writing it back unchanged.
@@ -204,6 +216,31 @@ pub(crate) fn build_in_dialog(r: &InDialog<'_>, out: &mut [u8]) -> Result<usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_uris_are_kept_when_they_can_be_written_back() {
+        for ok in [
+            &b"sip:alice@127.0.0.11:5060"[..],
+            b"sip:pbx_1.example.net;transport=udp;lr",
+            b"sips:[2001:db8::1]:5061",
+            b"tel:+14255550100",
+            b"urn:service:sos",
+        ] {
+            assert!(valid_uri(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b""[..],
+            b"alice@host",
+            b":x",
+            b"1sip:x",
+            b"sip:ua\xff@host",
+            b"sip:a b@host",
+            b"sip:a>@host",
+            b"sip:a\r\nVia: x",
+        ] {
+            assert!(!valid_uri(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn in_dialog_request_parses_back() {
