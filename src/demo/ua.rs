@@ -542,6 +542,8 @@ impl Caller {
             local.port(),
             local.ip()
         );
+        // A late retransmission for an earlier call on this socket is not ours.
+        let ours = |m: &Message<'_>| m.call_id().ok() == Some(call_id.as_bytes());
         let tag = format!("clr{}", self.seq);
         let branch = format!("z9hG4bKinv{}x{}", self.seq, local.port());
         let family = if local.ip().is_ipv4() { "IP4" } else { "IP6" };
@@ -600,8 +602,7 @@ impl Caller {
             let (Some(code), Ok(cseq)) = (msg.status(), msg.cseq()) else {
                 continue;
             };
-            // A late retransmission for an earlier call on this socket is not ours.
-            if cseq.method != Method::Invite || msg.call_id().ok() != Some(call_id.as_bytes()) {
+            if cseq.method != Method::Invite || !ours(&msg) {
                 continue;
             }
             if code < 200 {
@@ -712,7 +713,7 @@ impl Caller {
                 let Ok(m) = Message::parse(&buf[..n]) else {
                     continue;
                 };
-                if m.call_id().ok() != Some(call_id.as_bytes()) {
+                if !ours(&m) {
                     continue;
                 }
                 match m.method() {
@@ -749,7 +750,7 @@ impl Caller {
             let Ok(m) = Message::parse(&buf[..n]) else {
                 continue;
             };
-            if m.call_id().ok() != Some(call_id.as_bytes()) {
+            if !ours(&m) {
                 continue;
             }
             match (m.status(), m.cseq()) {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::context::Key;
 use crate::media::{Leg, SessionId};
 use crate::route::{RouteTable, TrunkId};
-use crate::wire::sip::{Error, HeaderName, Message, Writer};
+use crate::wire::sip::{is_request_uri, Error, HeaderName, Message, Writer};
 
 pub(crate) struct Call {
     pub id: u64,
@@ -133,20 +133,10 @@ pub(crate) fn contact_uri(msg: &Message<'_>) -> Vec<u8> {
 /// Whether a peer's URI may become our Request-URI or Route: name-addr parsing takes the
 /// bytes between `<>` as they come, and a request of ours must never carry what does not
 /// parse (a hostile Contact would otherwise make every BYE we send malformed). As lenient as
-/// the start-line parser (any scheme, then visible octets), so an odd but workable URI of a
-/// real peer (an unknown scheme, `_` in a host name) is still used; only `<>` are refused
-/// besides, since a Route is written inside them.
+/// the start-line parser, so an odd but workable URI of a real peer (an unknown scheme, `_`
+/// in a host name) is still used; `<>` are refused besides, since a Route is written inside.
 fn valid_uri(uri: &[u8]) -> bool {
-    let scheme = uri
-        .iter()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        .count();
-    scheme > 0
-        && uri.first().is_some_and(u8::is_ascii_alphabetic)
-        && uri.get(scheme) == Some(&b':')
-        && uri
-            .iter()
-            .all(|&b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+    is_request_uri(uri) && !uri.iter().any(|&b| b == b'<' || b == b'>')
 }
 
 /// Raw value of a header (From/To), for writing it back unchanged.

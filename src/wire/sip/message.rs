@@ -291,6 +291,21 @@ fn looks_like_version(v: &[u8]) -> bool {
         && minor.iter().all(u8::is_ascii_digit)
 }
 
+/// Whether `uri` passes as a Request-URI in a start line: `scheme ":"` and then visible octets
+/// only. What a request built from a peer's URI must satisfy to parse again.
+pub fn is_request_uri(uri: &[u8]) -> bool {
+    visible_len(uri) == uri.len() && has_scheme(uri)
+}
+
+/// `scheme ":"` at the start (RFC 3986: a letter, then letters, digits, `+`, `-`, `.`).
+fn has_scheme(uri: &[u8]) -> bool {
+    let len = uri
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        .count();
+    uri.first().is_some_and(u8::is_ascii_alphabetic) && uri.get(len) == Some(&b':')
+}
+
 fn parse_start_line(
     buf: &[u8],
     from: usize,
@@ -359,15 +374,7 @@ fn parse_start_line(
     if line.get(uri_end) != Some(&b' ') {
         return Err(Error::BadStartLine);
     }
-    let uri = line.get(second_start..uri_end).unwrap_or(&[]);
-    let scheme_len = uri
-        .iter()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        .count();
-    if scheme_len == 0
-        || !uri.first().is_some_and(u8::is_ascii_alphabetic)
-        || uri.get(scheme_len) != Some(&b':')
-    {
+    if !has_scheme(line.get(second_start..uri_end).unwrap_or(&[])) {
         return Err(Error::BadStartLine);
     }
     let version_start = skip_sp(uri_end + 1);

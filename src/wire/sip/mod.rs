@@ -19,7 +19,9 @@ mod via;
 pub use build::{build_ack, build_cancel, build_response, Writer};
 pub use error::Error;
 pub use header::HeaderName;
-pub use message::{CSeq, Header, Limits, Message, Method, ParseOptions, MAX_HEADERS};
+pub use message::{
+    is_request_uri, CSeq, Header, Limits, Message, Method, ParseOptions, MAX_HEADERS,
+};
 pub use rewrite::{
     rewrite_request, rewrite_response, MaxForwards, OurVia, RequestRewrite, ResponseRewrite,
 };
