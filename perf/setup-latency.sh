@@ -6,7 +6,10 @@
 # without media, at each rate for SECS seconds. The server is the relay (perf/sip-bench.toml,
 # or $SETUP_CONFIG); given the peer comparison harness directory, Kamailio doing the same job
 # (its proxy.cfg and dispatcher list, started as the harness starts it) is measured after it
-# in the same run, the same way.
+# in the same run, the same way, and so is the harness's bare recvmmsg/sendmmsg forwarder
+# (udpfwd, 127.0.0.1:5070 -> the callee, no parsing): the floor this box puts under any SIP
+# server's added latency. Through it the calls still complete (no Via or Record-Route is
+# added, so responses and the ACK go straight between the SIPp agents).
 #
 #   perf/setup-latency.sh [RATES] [SECS] [PEER_BENCH_DIR]    e.g. perf/setup-latency.sh 300,1000 10
 #
@@ -64,6 +67,17 @@ start_kamailio() {
     done
     sleep 0.5
     kill -0 "$sut" || { cat "$work/kamailio.log" >&2; exit 1; }
+}
+
+start_bare_forwarder() {
+    [ -d "$work/peer" ] || cp -r "$peer" "$work/peer"
+    gcc -O2 -pthread -o "$work/udpfwd" "$work/peer/src/udpfwd.c"
+    wait_port_free
+    "$work/udpfwd" -l 127.0.0.1:5070 -o 127.0.0.1:5090 -T 1 >"$work/udpfwd.log" 2>&1 &
+    sut=$!
+    pids+=("$sut")
+    sleep 0.3
+    kill -0 "$sut" || { cat "$work/udpfwd.log" >&2; exit 1; }
 }
 
 stop_sut() { kill "$sut" 2>/dev/null || true; wait "$sut" 2>/dev/null || true; }
@@ -133,5 +147,8 @@ stop_sut
 if [ -n "$peer" ]; then
     start_kamailio
     measure kamailio
+    stop_sut
+    start_bare_forwarder
+    measure bare-forwarder
     stop_sut
 fi

@@ -144,6 +144,7 @@ impl Relay {
             media_calls = pre.max_media_calls(),
             msg_ring = pre.msg_ring,
             defer_taskrun = pre.defer_taskrun,
+            thp_disabled = pre.thp_disabled,
             "relay started"
         );
         Ok(Relay {
