@@ -426,10 +426,14 @@ impl<B: PortBinder> Proxy<B> {
         let key = self.ctxs.insert(ctx);
         debug_assert_eq!(key, ctx_key);
         self.server_keys.insert(server_key_bytes, key);
+        // The INVITE toward the callee goes out first and the 100 right after it, in the same
+        // turn: the 100 only stops the caller's retransmissions, and sending it first would
+        // put its delivery (and the caller's wake-up) into the setup time. If routing already
+        // answered with a final response, the transaction refuses the late 100.
+        self.next_branch_with(now, key, Some(msg));
         if invite {
             self.respond_ctx_to(now, key, Some(msg), 100, "Trying", &[]);
         }
-        self.next_branch_with(now, key, Some(msg));
         self.settle_ctx(now, key);
     }
 

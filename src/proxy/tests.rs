@@ -1194,6 +1194,25 @@ fn unknown_source_is_403_before_routing() {
 }
 
 #[test]
+fn invite_leaves_toward_the_callee_before_the_100_toward_the_caller() {
+    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let mut a = Ua::caller(GW1, "4255550100", "order@gw");
+    let (inv, _) = a.invite(None);
+    let relay = sim.relay_addr;
+    sim.proxy.handle_datagram(sim.now, addr(GW1), relay, &inv);
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::new();
+    while let Some(t) = sim.proxy.poll_transmit(&mut buf) {
+        let m = parse(&buf[..t.len]);
+        out.push((t.dst, m.method() == Some(Method::Invite), m.status()));
+    }
+    assert_eq!(
+        out,
+        [(addr(PBX1), true, None), (addr(GW1), false, Some(100)),]
+    );
+}
+
+#[test]
 fn no_route_is_403_with_12004() {
     let mut sim = Sim::new(DEFAULT_CONFIG);
     // The gateway's usages reach only the PBXs: a PSTN number has no route.
