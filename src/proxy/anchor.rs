@@ -33,6 +33,10 @@ impl<B: PortBinder> Proxy<B> {
         from: Leg,
         body: &[u8],
     ) -> Result<Option<usize>, AnchorError> {
+        // A bypassed call's SDP is not looked at, not even parsed.
+        if self.calls.get(ck.0, ck.1).is_none_or(|c| c.bypass) {
+            return Ok(None);
+        }
         // One parse serves both the learning and the port count of the rewrite.
         let sdp = Sdp::parse(body).map_err(|_| AnchorError::BadSdp)?;
         if !self.learn_sdp(now, ck, from, &sdp)? {

@@ -295,39 +295,35 @@ impl<B: PortBinder> Proxy<B> {
             );
         }
         let source = table.trunk(trunk);
-        // Media: one session for the whole call, kept across failover.
+        // Media: one session for the whole call, kept across failover. The offer is parsed
+        // only when the relay anchors media: a bypassed call's SDP passes untouched.
         let mut session = None;
-        let offer = if is_sdp(msg) {
-            Some(Sdp::parse(msg.body()))
-        } else {
-            None
-        };
+        let anchored = invite
+            && !(source.enable_bypass
+                && candidates
+                    .iter()
+                    .all(|c| table.trunk(c.trunk).enable_bypass));
+        let offer = (anchored && is_sdp(msg)).then(|| Sdp::parse(msg.body()));
         let sdp_streams = match &offer {
             Some(Ok(s)) => Some(s.media_count()),
             Some(Err(_)) => None,
             None => Some(0),
         };
-        if invite {
-            let all_bypass = source.enable_bypass
-                && candidates
-                    .iter()
-                    .all(|c| table.trunk(c.trunk).enable_bypass);
-            if !all_bypass {
-                let Some(streams) = sdp_streams else {
-                    self.stats.rejected_bad_sdp += 1;
-                    return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
-                };
-                match self.relay.create_session(
-                    now,
-                    &mut self.binder,
-                    streams.max(1),
-                    source.rtcp_active_calls,
-                ) {
-                    Ok(s) => session = Some(s),
-                    Err(_) => {
-                        self.stats.rejected_ports += 1;
-                        return self.reject_busy(msg, src, 503);
-                    }
+        if anchored {
+            let Some(streams) = sdp_streams else {
+                self.stats.rejected_bad_sdp += 1;
+                return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
+            };
+            match self.relay.create_session(
+                now,
+                &mut self.binder,
+                streams.max(1),
+                source.rtcp_active_calls,
+            ) {
+                Ok(s) => session = Some(s),
+                Err(_) => {
+                    self.stats.rejected_ports += 1;
+                    return self.reject_busy(msg, src, 503);
                 }
             }
         }
@@ -532,7 +528,7 @@ impl<B: PortBinder> Proxy<B> {
             if index > 0 {
                 self.reset_callee_media(now, ck);
             }
-            let streams = if is_sdp(msg) {
+            let streams = if !bypass && is_sdp(msg) {
                 Sdp::parse(msg.body()).map(|s| s.media_count()).ok()
             } else {
                 None

@@ -1194,6 +1194,30 @@ fn unknown_source_is_403_before_routing() {
 }
 
 #[test]
+fn bypass_on_both_trunks_leaves_the_sdp_untouched_and_binds_no_ports() {
+    let config = failover_config(false).replace("[[trunk]]\n", "[[trunk]]\nenable_bypass = true\n");
+    let mut sim = Sim::new(&config);
+    let mut a = Ua::caller(GW1, "+14255550100", "bypass@gw");
+    // Not even valid SDP: a bypassed call's body is neither parsed nor refused.
+    let offer = "v=0\r\nnot an SDP the relay would accept\r\n";
+    let (inv, _) = a.invite(Some(offer));
+    sim.send(GW1, &inv);
+    sim.expect_status(GW1, 100);
+    let fwd = sim.expect_method(PBX1, Method::Invite);
+    assert_eq!(parse(&fwd).body(), offer.as_bytes());
+    assert_eq!(sim.proxy.relay().session_count(), 0);
+    let answer = sdp("127.0.0.21", 40000);
+    sim.send(
+        PBX1,
+        &reply(&fwd, 200, Some("pbx1"), Some(PBX1), Some(&answer)),
+    );
+    let ok = sim.expect_status(GW1, 200);
+    assert_eq!(parse(&ok).body(), answer.as_bytes());
+    assert_eq!(sim.proxy.relay().session_count(), 0);
+    assert_eq!(sim.proxy.stats().rejected_bad_sdp, 0);
+}
+
+#[test]
 fn invite_leaves_toward_the_callee_before_the_100_toward_the_caller() {
     let mut sim = Sim::new(DEFAULT_CONFIG);
     let mut a = Ua::caller(GW1, "4255550100", "order@gw");
