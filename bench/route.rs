@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
-use intertrunk::config::{Config, Trunk, VoiceRoute};
+use intertrunk::config::{Config, DialPlan, NormalizationRule, Trunk, VoiceRoute};
 use intertrunk::route::reference::Reference;
-use intertrunk::route::{RoundRobin, RouteTable, TrunkId};
+use intertrunk::route::{Decision, RoundRobin, RouteTable, TrunkId};
 
 /// Counts live heap bytes, to measure what a table holds.
 struct Counting;
@@ -241,6 +241,38 @@ fn main() {
             })
         });
     }
+    // Dial-plan normalization on the ingress trunk, Lync-style: a plan of 20 rules tried in
+    // order, the number matching the last one (every earlier rule is a miss first).
+    let (mut cfg, _) = generate(10, 7);
+    let rules = (0..20)
+        .map(|k| NormalizationRule {
+            name: format!("Rule{k}"),
+            pattern: format!(r"^9{k:02}(\d{{7,10}})$"),
+            translation: "+1$1".into(),
+        })
+        .chain(std::iter::once(NormalizationRule {
+            name: "TenDigits".into(),
+            pattern: r"^(\d{10})$".into(),
+            translation: "+1$1".into(),
+        }))
+        .collect();
+    cfg.dial_plan.push(DialPlan {
+        identity: "Ingress".into(),
+        normalization_rules: rules,
+    });
+    cfg.trunk[0].dial_plan = Some("Ingress".into());
+    let table = RouteTable::build(Arc::new(cfg)).expect("valid");
+    let mut rr = RoundRobin::new();
+    // The bench measures a real normalization: the last rule rewrote the number.
+    match table.decide(TrunkId(0), "2065550100", "+12065550100", &mut rr) {
+        Decision::Route(r) => assert_eq!(r.normalized, "+12065550100"),
+        other => panic!("dial plan bench does not route: {other:?}"),
+    }
+    g.bench_function("decide_with_dial_plan_21_rules", |b| {
+        b.iter(|| {
+            black_box(table.decide(TrunkId(0), black_box("2065550100"), "+12065550100", &mut rr))
+        })
+    });
     g.finish();
     c.final_summary();
 }

@@ -169,6 +169,11 @@ impl Rule {
 
     /// .NET `Regex.Replace`: every match replaced, the rest kept. None when nothing matches.
     fn apply(&self, input: &str) -> Option<String> {
+        // A plan is tried rule by rule and most rules miss: a match test (no capture groups,
+        // no allocation) turns those away before the capturing search.
+        if !self.re.is_match(input) {
+            return None;
+        }
         let mut out = String::new();
         let mut last = 0;
         let mut any = false;
