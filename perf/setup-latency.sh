@@ -13,6 +13,9 @@
 #
 #   perf/setup-latency.sh [RATES] [SECS] [PEER_BENCH_DIR]    e.g. perf/setup-latency.sh 300,1000 10
 #
+# REALTIME_PRIORITY=N runs the relay's workers under SCHED_FIFO priority N (the
+# `realtime_priority` key added to the config; needs root or CAP_SYS_NICE).
+#
 # Needs sipp and tshark (dumpcap). Every process is bounded by timeout and stopped by PID;
 # the run holds flock /tmp/bench.lock.
 set -euo pipefail
@@ -40,7 +43,12 @@ wait_port_free() {
 start_relay() {
     [ -x target/release/intertrunk ] || cargo build --release
     wait_port_free
-    RUST_LOG=warn target/release/intertrunk run --config "${SETUP_CONFIG:-perf/sip-bench.toml}" \
+    config=${SETUP_CONFIG:-perf/sip-bench.toml}
+    if [ -n "${REALTIME_PRIORITY:-}" ]; then
+        sed "s/^\[server\]\$/[server]\nrealtime_priority = $REALTIME_PRIORITY/" "$config" >"$work/relay.toml"
+        config=$work/relay.toml
+    fi
+    RUST_LOG=warn target/release/intertrunk run --config "$config" \
         >"$work/relay.log" 2>&1 &
     sut=$!
     pids+=("$sut")
