@@ -60,8 +60,11 @@ start_relay() {
     kill -0 "$sut" || { cat "$work/relay.log" >&2; exit 1; }
 }
 
+# The harness is copied once (it may be read-only where it lives).
+copy_peer() { [ -d "$work/peer" ] || cp -r "$peer" "$work/peer"; }
+
 start_kamailio() {
-    cp -r "$peer" "$work/peer"
+    copy_peer
     mkdir -p "$work/kamailio"
     wait_port_free
     kamailio -DD -E -f "$work/peer/kamailio/proxy.cfg" -Y "$work/kamailio" \
@@ -79,7 +82,7 @@ start_kamailio() {
 }
 
 start_bare_forwarder() {
-    [ -d "$work/peer" ] || cp -r "$peer" "$work/peer"
+    copy_peer
     gcc -O2 -pthread -o "$work/udpfwd" "$work/peer/src/udpfwd.c"
     wait_port_free
     "$work/udpfwd" -l 127.0.0.1:5070 -o 127.0.0.1:5090 -T 1 >"$work/udpfwd.log" 2>&1 &

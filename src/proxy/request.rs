@@ -304,15 +304,14 @@ impl<B: PortBinder> Proxy<B> {
                     .iter()
                     .all(|c| table.trunk(c.trunk).enable_bypass));
         let offer = (anchored && is_sdp(msg)).then(|| Sdp::parse(msg.body()));
-        let sdp_streams = match &offer {
-            Some(Ok(s)) => Some(s.media_count()),
-            Some(Err(_)) => None,
-            None => Some(0),
-        };
         if anchored {
-            let Some(streams) = sdp_streams else {
-                self.stats.rejected_bad_sdp += 1;
-                return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
+            let streams = match &offer {
+                Some(Ok(s)) => s.media_count(),
+                Some(Err(_)) => {
+                    self.stats.rejected_bad_sdp += 1;
+                    return self.respond_stateless(msg, src, 488, "Not Acceptable Here", &[]);
+                }
+                None => 0,
             };
             match self.relay.create_session(
                 now,

@@ -1232,7 +1232,7 @@ fn invite_leaves_toward_the_callee_before_the_100_toward_the_caller() {
     }
     assert_eq!(
         out,
-        [(addr(PBX1), true, None), (addr(GW1), false, Some(100)),]
+        [(addr(PBX1), true, None), (addr(GW1), false, Some(100))]
     );
 }
 
