@@ -33,13 +33,15 @@ gcc -O2 -o "$T/udpblast" "$T/peer-bench/src/udpblast.c"
 cargo build --release --bin intertrunk --example media-load --example gso-blast
 ML=target/release/examples/media-load
 GSO=target/release/examples/gso-blast
+# media-load against the relay: TIMEOUT_S then media-load's own arguments.
+relay_trials() {
+    timeout "$1" "$ML" --relay target/release/intertrunk --udpblast "$T/udpblast" --calls "$CALLS" "${@:2}"
+}
 if [ -z "$SAT_ONLY" ]; then
     echo "== intertrunk, $CALLS calls, rates $RATES"
-    timeout 150 "$ML" --relay target/release/intertrunk --udpblast "$T/udpblast" \
-        --calls "$CALLS" --rates "$RATES" --secs "$SECS" | tee "$T/ours.jsonl"
+    relay_trials 150 --rates "$RATES" --secs "$SECS" | tee "$T/ours.jsonl"
     echo "== intertrunk, $CALLS calls, high rates $HIGH"
-    timeout 150 "$ML" --relay target/release/intertrunk --udpblast "$T/udpblast" \
-        --calls "$CALLS" --rates "$HIGH" --secs 5 | tee "$T/ours-high.jsonl"
+    relay_trials 150 --rates "$HIGH" --secs 5 | tee "$T/ours-high.jsonl"
     echo "== rtpengine userspace, $CALLS sessions"
     (cd "$T/peer-bench" && timeout 150 ./bench-rtpengine-raw.sh --sessions "$CALLS" --rates "$RATES" \
         --reps 1 --secs "$SECS" --no-search --budget-s 90)
@@ -49,8 +51,7 @@ if [ -z "$SAT_ONLY" ]; then
 fi
 if [ -n "$SAT" ]; then
     echo "== intertrunk, $CALLS calls, gso-blast -g 8, saturation rates $SAT"
-    timeout 200 "$ML" --relay target/release/intertrunk --udpblast "$T/udpblast" \
-        --gso-blast "$GSO" --gso 8 --calls "$CALLS" --rates "$SAT" --secs 5 | tee "$T/ours-sat.jsonl"
+    relay_trials 200 --gso-blast "$GSO" --gso 8 --rates "$SAT" --secs 5 | tee "$T/ours-sat.jsonl"
     echo "== rtpengine userspace, $CALLS sessions, the same sender"
     (
         cd "$T/peer-bench"

@@ -39,26 +39,21 @@ impl<B: PortBinder> Proxy<B> {
         }
         // One parse serves both the learning and the port count of the rewrite.
         let sdp = Sdp::parse(body).map_err(|_| AnchorError::BadSdp)?;
-        if !self.learn_sdp(now, ck, from, &sdp)? {
-            return Ok(None);
-        }
+        self.learn_sdp(now, ck, from, &sdp)?;
         self.rewrite_sdp(ck, other(from), body, sdp.media_count())
     }
 
-    /// Sets `leg`'s remote media addresses from its SDP; false when the call is bypassed.
+    /// Sets `leg`'s remote media addresses from its SDP; nothing for a bypassed call.
     pub(crate) fn learn_sdp(
         &mut self,
         now: Instant,
         ck: Key,
         leg: Leg,
         sdp: &Sdp<'_>,
-    ) -> Result<bool, AnchorError> {
-        let Some(call) = self.calls.get_mut(ck.0, ck.1) else {
-            return Ok(false);
+    ) -> Result<(), AnchorError> {
+        let Some(call) = self.calls.get_mut(ck.0, ck.1).filter(|c| !c.bypass) else {
+            return Ok(());
         };
-        if call.bypass {
-            return Ok(false);
-        }
         let n = sdp.media_count();
         let s = match call.session {
             Some(s) => s,
@@ -98,7 +93,7 @@ impl<B: PortBinder> Proxy<B> {
             };
             self.relay.set_remote(now, s, leg, i, rtp, rtcp, latching);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Rewrites an SDP body with `streams` m= lines for `toward` (ports where that leg must
