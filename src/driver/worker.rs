@@ -694,6 +694,11 @@ impl<C: Core> State<C> {
             self.saw_sip = false;
             self.turn_media = 0;
             self.reap(io, cq, now);
+            // A datagram handed to its owner leaves now, not after this turn's own work:
+            // the owner's wake-up is already the longer part of its setup time.
+            if self.wake_owners(io) {
+                io.flush();
+            }
             self.update_media_rate(now);
             self.drain_handoff(now);
             if self.core.poll_timeout().is_some_and(|t| t <= now) {
@@ -1205,8 +1210,14 @@ impl<C: Core> State<C> {
                 self.rearm.push_back(slot);
             }
         }
-        // Wake the owners we handed datagrams to.
+        self.wake_owners(io);
+    }
+
+    /// Wakes the owners this turn handed datagrams to (IORING_OP_MSG_RING, or their eventfd).
+    /// Returns whether a wake-up was queued on this ring.
+    fn wake_owners(&mut self, io: &mut Io<'_>) -> bool {
         let mut any = false;
+        let mut queued = false;
         for to in 0..self.workers {
             if !self.wake_needed.get(to).copied().unwrap_or(false) {
                 continue;
@@ -1233,10 +1244,12 @@ impl<C: Core> State<C> {
                 // SAFETY: no pointers; the target ring fd stays open while its worker runs,
                 // and a closed one fails the request (then the eventfd is used).
                 unsafe { io.push(&e) };
+                queued = true;
             } else {
                 target.kick();
             }
         }
+        queued
     }
 }
 
