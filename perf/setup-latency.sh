@@ -11,6 +11,8 @@
 # server's added latency. It adds no Via, so the callee answers the caller directly and SIPp's
 # calls do not complete through it: SIPp stops at its concurrent-call limit (3 x rate) after
 # about 3 s, and fewer INVITEs are matched than for the servers.
+# For the relay, the figures are also split by the worker port each INVITE left from: the
+# worker that received it against the one it was handed to (its Call-ID's owner).
 #
 #   perf/setup-latency.sh [RATES] [SECS] [PEER_BENCH_DIR]    e.g. perf/setup-latency.sh 300,1000 10
 #
@@ -32,6 +34,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -128,7 +131,7 @@ for rate in "${rate_list[@]}"; do
     python3 - "$work/invites-$label-$rate.tsv" "$rate" "$label" <<'EOF'
 import sys
 path, rate, label = sys.argv[1], sys.argv[2], sys.argv[3]
-first_in, first_out = {}, {}
+first_in, first_out, out_port = {}, {}, {}
 for line in open(path):
     f = line.rstrip("\n").split("\t")
     if len(f) < 4:
@@ -137,7 +140,9 @@ for line in open(path):
     if dport == 5070 and sport == 5091:          # INVITE into the relay (first copy only)
         first_in.setdefault(cid, t)
     elif dport == 5090:                          # the relay's INVITE toward the callee
-        first_out.setdefault(cid, t)
+        if cid not in first_out:
+            first_out[cid] = t
+            out_port[cid] = sport
 d = sorted((first_out[c] - first_in[c]) * 1e6 for c in first_in if c in first_out)
 if not d:
     print(f"{label} rate {rate}/s: no matched INVITEs")
@@ -146,6 +151,14 @@ pct = lambda p: d[min(len(d) - 1, int(p * len(d)))]
 print(f"{label} rate {rate}/s: {len(d)} of {len(first_in)} INVITEs matched; added setup latency "
       f"(INVITE in -> INVITE out) p50 {pct(0.5):.0f} us, p90 {pct(0.9):.0f} us, "
       f"p99 {pct(0.99):.0f} us, max {d[-1]:.0f} us")
+# The relay sends each INVITE from the own port of the worker that owns its Call-ID: split by
+# it, the worker that received the INVITE (no hand-off) shows against the other one.
+ports = sorted({out_port[c] for c in first_in if c in first_out})
+for port in ports if len(ports) > 1 else []:
+    e = sorted((first_out[c] - first_in[c]) * 1e6 for c in first_in if out_port.get(c) == port)
+    q = lambda p: e[min(len(e) - 1, int(p * len(e)))]
+    print(f"  sent from port {port}: {len(e)} INVITEs, p50 {q(0.5):.0f} us, p90 {q(0.9):.0f} us, "
+          f"p99 {q(0.99):.0f} us")
 EOF
 done
 }
