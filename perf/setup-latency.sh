@@ -147,18 +147,16 @@ d = sorted((first_out[c] - first_in[c]) * 1e6 for c in first_in if c in first_ou
 if not d:
     print(f"{label} rate {rate}/s: no matched INVITEs")
     sys.exit(0)
-pct = lambda p: d[min(len(d) - 1, int(p * len(d)))]
+def pcts(v):  # sorted v -> "p50 .. us, p90 .. us, p99 .. us"
+    return ", ".join(f"p{p} {v[min(len(v) - 1, len(v) * p // 100)]:.0f} us" for p in (50, 90, 99))
 print(f"{label} rate {rate}/s: {len(d)} of {len(first_in)} INVITEs matched; added setup latency "
-      f"(INVITE in -> INVITE out) p50 {pct(0.5):.0f} us, p90 {pct(0.9):.0f} us, "
-      f"p99 {pct(0.99):.0f} us, max {d[-1]:.0f} us")
+      f"(INVITE in -> INVITE out) {pcts(d)}, max {d[-1]:.0f} us")
 # The relay sends each INVITE from the own port of the worker that owns its Call-ID: split by
 # it, the worker that received the INVITE (no hand-off) shows against the other one.
 ports = sorted({out_port[c] for c in first_in if c in first_out})
 for port in ports if len(ports) > 1 else []:
     e = sorted((first_out[c] - first_in[c]) * 1e6 for c in first_in if out_port.get(c) == port)
-    q = lambda p: e[min(len(e) - 1, int(p * len(e)))]
-    print(f"  sent from port {port}: {len(e)} INVITEs, p50 {q(0.5):.0f} us, p90 {q(0.9):.0f} us, "
-          f"p99 {q(0.99):.0f} us")
+    print(f"  sent from port {port}: {len(e)} INVITEs, {pcts(e)}")
 EOF
 done
 }
