@@ -209,3 +209,25 @@ fn realtime_priority_is_optional_bounded_and_round_trips() {
         "{err:?}"
     );
 }
+
+#[test]
+fn tcp_and_tls_are_refused_with_their_lines() {
+    let d = diags(
+        "[server]\nsip_listen = [\"udp:127.0.0.1:5060\", \"tcp:127.0.0.1:5060\"]\n\
+         [voice]\npstn_usages = []\n\
+         [[trunk]]\nidentity = \"PstnGateway:gw1\"\naddress = \"127.0.0.11:5060\"\ntransport = \"tls\"\n\
+         [[trunk]]\nidentity = \"PstnGateway:pbx1\"\naddress = \"127.0.0.21:5060\"\ntransport = \"udp\"\n",
+    );
+    let shown: Vec<String> = d
+        .iter()
+        .map(|(l, i, m)| format!("{l:?} {i:?} {m}"))
+        .collect();
+    assert_eq!(d.len(), 2, "{shown:#?}");
+    assert_eq!(d[0].0, Some(2), "{shown:#?}");
+    assert!(d[0]
+        .2
+        .contains("`tcp:127.0.0.1:5060`: SIP over TCP and TLS is not supported"));
+    assert_eq!(d[1].0, Some(8), "{shown:#?}");
+    assert_eq!(d[1].1.as_deref(), Some("PstnGateway:gw1"));
+    assert!(d[1].2.contains("`tls`"), "{shown:#?}");
+}

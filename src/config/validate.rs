@@ -6,6 +6,8 @@ use super::schema::{Elem, SourceMap};
 use super::translation::{parse_pattern, simple_pattern, Translation};
 use super::{Config, Diagnostic};
 
+const UDP_ONLY: &str = "SIP over TCP and TLS is not supported (this relay speaks SIP over UDP)";
+
 struct Ctx<'a> {
     map: Option<&'a SourceMap>,
     diags: &'a mut Vec<Diagnostic>,
@@ -54,6 +56,16 @@ pub(crate) fn check_with(
             "server",
             "`sip_listen` needs at least one address".into(),
         );
+    }
+    // The schema names tcp and tls (Lync trunks often use them), but the relay speaks SIP over
+    // UDP only: accepting them would send UDP to a peer that listens for TCP or TLS.
+    for l in s
+        .sip_listen
+        .iter()
+        .filter(|l| l.transport != super::Transport::Udp)
+    {
+        let line = cx.line(|m| Some(&m.server), "sip_listen");
+        cx.err(line, "server", format!("`sip_listen`: `{l}`: {UDP_ONLY}"));
     }
     if let Err(e) = s.media_ports.to_string().parse::<super::PortRange>() {
         let l = cx.line(|m| Some(&m.server), "media_ports");
@@ -112,6 +124,11 @@ pub(crate) fn check_with(
     for (i, t) in cfg.trunk.iter().enumerate() {
         let id = t.identity.as_str();
         let at = |cx: &Ctx<'_>, key: &str| cx.line(|m| m.trunk.get(i), key);
+        if t.transport != super::Transport::Udp {
+            let l = at(&cx, "transport");
+            let name = t.transport.as_str();
+            cx.err(l, id, format!("`transport`: `{name}`: {UDP_ONLY}"));
+        }
         let l = at(&cx, "pstn_usages");
         usage_list(&mut cx, &usages, &t.pstn_usages, id, l);
         if let Some(dp) = &t.dial_plan {

@@ -31,7 +31,7 @@ pub struct TrunkFields {
     /// Peer address ip:port.
     #[arg(long)]
     pub address: Option<String>,
-    /// udp, tcp or tls.
+    /// udp (tcp and tls are refused: the relay speaks SIP over UDP).
     #[arg(long)]
     pub transport: Option<String>,
     /// List modifier: '@{add="Local"}', add=Local,PBX, '@{replace="A","B"}', A,B.
