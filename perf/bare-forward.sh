@@ -2,10 +2,14 @@
 # CPU per forwarded packet: the io_uring driver with a trivial forwarding core
 # (examples/driver_forward.rs, 1,000 sockets) against the peer harness's bare
 # recvmmsg/sendmmsg forwarder (udpfwd, one socket), side by side in one run, under the same
-# paced blaster (udpblast) at fixed rates, 172-byte packets.
+# paced blaster (udpblast) at fixed rates, 172-byte packets unless --size.
 #
 #   perf/bare-forward.sh [--rates 20000,50000] [--secs 10] [--pairs 500] [--min-wait-us 300]
-#                        [--gso 8]
+#                        [--gso 8] [--burst 32] [--size 172]
+#
+# --burst sets the blaster's packets per sendmmsg (udpblast -B): 1 paces every datagram on its
+# own, as SIP arrives at a proxy (each message from a different call), so every datagram may
+# cost the forwarder a wake-up. --size sets the datagram size (e.g. 800 for SIP).
 #
 # --gso N sends with tools/gso-blast (UDP GSO bursts of N packets per stream) instead of
 # udpblast, with the sender and the sink pinned to CPU 1, away from the forwarders on CPU 0:
@@ -22,6 +26,8 @@ SECS=10
 PAIRS=500
 MIN_WAIT=300
 GSO=
+BURST=32
+SIZE=172
 PEER_SRC=${PEER_SRC:?set PEER_SRC to the peer harness src directory (udpfwd.c, udpblast.c)}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,6 +36,8 @@ while [ $# -gt 0 ]; do
         --pairs) PAIRS=$2; shift 2 ;;
         --min-wait-us) MIN_WAIT=$2; shift 2 ;;
         --gso) GSO=$2; shift 2 ;;
+        --burst) BURST=$2; shift 2 ;;
+        --size) SIZE=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -58,7 +66,7 @@ if [ -n "$GSO" ]; then
     SEND=(taskset -c 1 target/release/examples/gso-blast send -g "$GSO")
     SINK=(taskset -c 1 "$TMP/udpblast" recv)
 else
-    SEND=("$TMP/udpblast" send)
+    SEND=("$TMP/udpblast" send -B "$BURST")
     SINK=("$TMP/udpblast" recv)
 fi
 
@@ -78,7 +86,7 @@ trial() {
     local sink=$!; PIDS+=("$sink")
     sleep 0.3
     local c0; c0=$(cpu_ns "$pid")
-    "${SEND[@]}" -b "$IP:$BLAST_SRC" -d "$IP" -P "$spec" -r "$rate" -t "$SECS" -s 172 >"$TMP/blast.out"
+    "${SEND[@]}" -b "$IP:$BLAST_SRC" -d "$IP" -P "$spec" -r "$rate" -t "$SECS" -s "$SIZE" >"$TMP/blast.out"
     sleep 0.5
     local c1; c1=$(cpu_ns "$pid")
     kill -INT "$sink" 2>/dev/null || true; wait "$sink" || true
@@ -97,7 +105,7 @@ report() { # label rate sent received cpu_ns
 PORTS=$(seq $FIRST_PORT $((FIRST_PORT + 2 * PAIRS - 1)) | paste -sd,)
 echo "$PORTS" | tr , '\n' >"$TMP/ports.txt"
 
-echo "# $(date -u +%F) $(nproc) vCPU, kernel $(uname -r); ${SECS}s trials, 172-byte packets; sender: ${SEND[*]}"
+echo "# $(date -u +%F) $(nproc) vCPU, kernel $(uname -r); ${SECS}s trials, ${SIZE}-byte packets; sender: ${SEND[*]}"
 declare -A RES
 for rate in ${RATES//,/ }; do
     # The driver: 1 worker pinned to CPU 0, $PAIRS pairs = $((2 * PAIRS)) sockets.
