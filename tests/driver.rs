@@ -23,6 +23,8 @@ struct TestCore {
     routes: HashMap<u16, (u16, SocketAddr)>,
     calls: usize,
     draining: bool,
+    /// The queueing delay the driver reported for the datagram about to be handled.
+    queued: Option<Duration>,
 }
 
 impl TestCore {
@@ -36,6 +38,7 @@ impl TestCore {
             routes: HashMap::new(),
             calls: 0,
             draining: false,
+            queued: None,
         }
     }
 
@@ -45,7 +48,12 @@ impl TestCore {
 }
 
 impl Core for TestCore {
+    fn handle_sip_queue_delay(&mut self, _: Instant, delay: Duration) {
+        self.queued = Some(delay);
+    }
+
     fn handle_sip(&mut self, now: Instant, src: SocketAddr, local: SocketAddr, bytes: &[u8]) {
+        let queued = self.queued.take();
         self.seen.lock().unwrap().push((self.index, bytes.to_vec()));
         let text = String::from_utf8_lossy(bytes).to_string();
         let mut words = text.split_whitespace();
@@ -79,6 +87,15 @@ impl Core for TestCore {
                 }
                 let answer = if self.draining { "REFUSED" } else { "OK" };
                 self.reply(src, local, answer.to_string());
+            }
+            Some("SLEEP") => {
+                let ms: u64 = words.next().unwrap().parse().unwrap();
+                std::thread::sleep(Duration::from_millis(ms));
+                self.reply(src, local, "SLEPT".to_string());
+            }
+            Some("DELAY") => {
+                let us = queued.map_or("none".to_string(), |d| d.as_micros().to_string());
+                self.reply(src, local, format!("DELAY {us}"));
             }
             Some("HANGUP") => {
                 self.calls = self.calls.saturating_sub(1);
@@ -592,6 +609,60 @@ fn min_wait_bounds_the_added_latency_and_idle_does_not_spin() {
     assert!(
         worst < Duration::from_millis(40 + 30),
         "a ready completion waited {worst:?} (min-wait 40 ms)"
+    );
+    w.stop();
+    w.join().unwrap();
+}
+
+/// The microseconds in a `DELAY <us>` reply (the queueing delay the driver reported).
+fn delay_us(reply: &str) -> u128 {
+    let us = reply.strip_prefix("DELAY ").expect("a DELAY reply");
+    us.parse()
+        .unwrap_or_else(|_| panic!("no queueing delay reported: {reply}"))
+}
+
+#[test]
+fn sip_queueing_delay_is_reported_with_each_datagram_handed_over_or_not() {
+    let ip = "127.0.31.10";
+    let (w, _) = start(config(ip, 2));
+    let listen: SocketAddr = format!("{ip}:5060").parse().unwrap();
+    let c = client(ip);
+    // The worker this client's flow lands on sleeps in its core: the next datagram waits in
+    // the socket queue meanwhile, and its reported delay says so.
+    c.send_to(b"SLEEP 80", listen).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let (queued, _) = ask(&c, listen, "DELAY");
+    let mut buf = [0u8; 64];
+    let (n, _) = recv(&c, &mut buf).expect("the SLEPT reply");
+    let replies = [queued, String::from_utf8_lossy(&buf[..n]).to_string()];
+    let delay = replies
+        .iter()
+        .find(|r| r.starts_with("DELAY"))
+        .expect("DELAY reply");
+    assert!(delay_us(delay) >= 50_000, "{replies:?}");
+    // Idle: a short wait.
+    let (idle, _) = ask(&c, listen, "DELAY");
+    assert!(delay_us(&idle) < delay_us(delay), "{idle} after {delay}");
+    // Handed to either worker by Call-ID: the receive time travels with the datagram.
+    let mut owners = [false; 2];
+    for i in 0.. {
+        let msg = format!("DELAY\r\nCall-ID: delay-{i}@test\r\n\r\n");
+        let Some(owner) = call_id_owner(msg.as_bytes(), 2) else {
+            continue;
+        };
+        if owners[owner] {
+            continue;
+        }
+        owners[owner] = true;
+        let (reply, _) = ask(&c, listen, &msg);
+        assert!(delay_us(&reply) < 1_000_000, "{reply}");
+        if owners == [true, true] {
+            break;
+        }
+    }
+    assert!(
+        stat(&w, |s| &s.handoff_in) > 0,
+        "one of them crossed workers"
     );
     w.stop();
     w.join().unwrap();

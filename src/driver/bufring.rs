@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 pub(crate) const RECV_HEADER: usize = 16;
 pub(crate) const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
 pub(crate) const PAYLOAD_OFFSET: usize = RECV_HEADER + NAME_LEN;
+/// Control data room of a SIP buffer: one `SCM_TIMESTAMPNS` message (`cmsghdr` + `timespec`).
+pub(crate) const SIP_CONTROL_LEN: usize =
+    std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<libc::timespec>();
 
 /// Anonymous page-aligned memory, unmapped on drop.
 struct Mapping {

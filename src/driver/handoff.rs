@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 pub(crate) struct Slot {
     pub src: SocketAddr,
     pub local: SocketAddr,
+    /// Kernel receive time (CLOCK_REALTIME ns), 0 when unknown.
+    pub received_ns: u64,
     pub len: usize,
     pub data: Box<[u8]>,
 }
@@ -40,6 +42,7 @@ impl Spsc {
                     UnsafeCell::new(Slot {
                         src: unspecified,
                         local: unspecified,
+                        received_ns: 0,
                         len: 0,
                         data: vec![0; slot_size].into_boxed_slice(),
                     })
@@ -52,7 +55,7 @@ impl Spsc {
 
     /// Producer side: copies the datagram into the next free slot. False when full or when
     /// the datagram does not fit a slot.
-    pub fn push(&self, src: SocketAddr, local: SocketAddr, bytes: &[u8]) -> bool {
+    pub fn push(&self, src: SocketAddr, local: SocketAddr, received_ns: u64, bytes: &[u8]) -> bool {
         let tail = self.tail.0.load(Ordering::Relaxed);
         let head = self.head.0.load(Ordering::Acquire);
         if tail.wrapping_sub(head) >= self.slots.len() {
@@ -71,6 +74,7 @@ impl Spsc {
         slot.len = bytes.len();
         slot.src = src;
         slot.local = local;
+        slot.received_ns = received_ns;
         self.tail.0.store(tail.wrapping_add(1), Ordering::Release);
         true
     }
@@ -184,16 +188,20 @@ mod tests {
     fn fifo_bounded_and_size_checked() {
         let q = Spsc::new(2, 8);
         assert!(q.is_empty());
-        assert!(q.push(a(1), a(2), b"one"));
-        assert!(q.push(a(3), a(4), b"two"));
-        assert!(!q.push(a(5), a(6), b"full"));
+        assert!(q.push(a(1), a(2), 7, b"one"));
+        assert!(q.push(a(3), a(4), 0, b"two"));
+        assert!(!q.push(a(5), a(6), 0, b"full"));
         let mut seen = Vec::new();
-        while q.pop_with(|s| seen.push((s.src, s.local, s.data[..s.len].to_vec()))) {}
+        while q.pop_with(|s| seen.push((s.src, s.local, s.received_ns, s.data[..s.len].to_vec()))) {
+        }
         assert_eq!(
             seen,
-            vec![(a(1), a(2), b"one".to_vec()), (a(3), a(4), b"two".to_vec())]
+            vec![
+                (a(1), a(2), 7, b"one".to_vec()),
+                (a(3), a(4), 0, b"two".to_vec())
+            ]
         );
-        assert!(!q.push(a(1), a(1), b"too long!"));
+        assert!(!q.push(a(1), a(1), 0, b"too long!"));
         assert!(q.is_empty());
     }
 
@@ -206,7 +214,7 @@ mod tests {
                 let mut i = 0u32;
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while i < 20_000 && std::time::Instant::now() < deadline {
-                    if q.push(a(1), a(2), &i.to_le_bytes()) {
+                    if q.push(a(1), a(2), 0, &i.to_le_bytes()) {
                         i += 1;
                     } else {
                         // Full: let the consumer run (the test box may have fewer free cores

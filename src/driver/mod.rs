@@ -75,6 +75,12 @@ pub trait Core {
         src: SocketAddr,
         bytes: &[u8],
     ) -> Forward;
+    /// The SIP datagram handed to [`Core::handle_sip`] next waited `delay` between the kernel
+    /// receiving it and this worker reading it (queue and hand-off): the load signal for
+    /// overload control. Not called when the kernel gave no receive time.
+    fn handle_sip_queue_delay(&mut self, now: Instant, delay: Duration) {
+        let _ = (now, delay);
+    }
     /// Called once `now` has reached [`Core::poll_timeout`].
     fn handle_timeout(&mut self, now: Instant);
     /// The next SIP datagram to send, written into `buf`.

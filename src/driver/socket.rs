@@ -4,6 +4,7 @@
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 fn udp(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Result<Socket> {
     let s = Socket::new(
@@ -23,14 +24,65 @@ fn udp(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Result<Soc
     Ok(s)
 }
 
+/// Has the kernel stamp every datagram with its receive time (`SCM_TIMESTAMPNS`): how long a
+/// SIP request waited in the socket queue is the relay's overload signal.
+fn stamp_receive_time(s: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size, on a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// One worker's socket on a shared SIP address: the kernel spreads flows over the workers.
 pub(crate) fn sip_shared(addr: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
-    udp(addr, true, recv_buffer)
+    let s = udp(addr, true, recv_buffer)?;
+    stamp_receive_time(&s)?;
+    Ok(s)
 }
 
 /// The worker's own SIP socket (its Via sent-by and Record-Route point here).
 pub(crate) fn sip_own(addr: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
-    udp(addr, false, recv_buffer)
+    let s = udp(addr, false, recv_buffer)?;
+    stamp_receive_time(&s)?;
+    Ok(s)
+}
+
+/// The kernel receive time (CLOCK_REALTIME, nanoseconds since the epoch) in a datagram's
+/// control data, from its `SCM_TIMESTAMPNS` message.
+pub(crate) fn receive_time_ns(mut control: &[u8]) -> Option<u64> {
+    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
+    const LEN: usize = std::mem::size_of::<usize>();
+    const ALIGN: usize = std::mem::size_of::<usize>();
+    while control.len() >= HDR {
+        // cmsghdr: cmsg_len (size_t), cmsg_level (int), cmsg_type (int), then the data.
+        let len = usize::from_ne_bytes(control.get(..LEN)?.try_into().ok()?);
+        let level = i32::from_ne_bytes(control.get(LEN..LEN + 4)?.try_into().ok()?);
+        let kind = i32::from_ne_bytes(control.get(LEN + 4..LEN + 8)?.try_into().ok()?);
+        if len < HDR {
+            return None;
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+            let sec = i64::from_ne_bytes(control.get(HDR..HDR + 8)?.try_into().ok()?);
+            let nsec = i64::from_ne_bytes(control.get(HDR + 8..HDR + 16)?.try_into().ok()?);
+            let sec = u64::try_from(sec).ok()?;
+            let nsec = u64::try_from(nsec).ok().filter(|&n| n < 1_000_000_000)?;
+            return sec.checked_mul(1_000_000_000)?.checked_add(nsec);
+        }
+        control = control.get(len.div_ceil(ALIGN) * ALIGN..)?;
+    }
+    None
 }
 
 /// RTP on `addr`'s (even) port and RTCP on the next one; both or neither.
@@ -98,6 +150,64 @@ mod tests {
             media_pair(odd, 0).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
+    }
+
+    #[test]
+    fn finds_the_receive_time_among_control_messages() {
+        fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+            let hdr = std::mem::size_of::<libc::cmsghdr>();
+            let mut v = (hdr + data.len()).to_ne_bytes().to_vec();
+            v.extend_from_slice(&level.to_ne_bytes());
+            v.extend_from_slice(&kind.to_ne_bytes());
+            v.extend_from_slice(data);
+            v.resize(v.len().div_ceil(8) * 8, 0);
+            v
+        }
+        let ts = |sec: i64, nsec: i64| [sec.to_ne_bytes(), nsec.to_ne_bytes()].concat();
+        let stamp = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &ts(1_700_000_000, 250),
+        );
+        assert_eq!(
+            receive_time_ns(&stamp),
+            Some(1_700_000_000 * 1_000_000_000 + 250)
+        );
+        // After another message with an odd length (padded to the alignment).
+        let mut two = cmsg(libc::SOL_IP, libc::IP_TTL, &[64, 0, 0]);
+        two.extend_from_slice(&stamp);
+        assert_eq!(receive_time_ns(&two), receive_time_ns(&stamp));
+        // Nothing, truncated, a zero length, out-of-range nanoseconds: no time, no panic.
+        assert_eq!(receive_time_ns(&[]), None);
+        assert_eq!(receive_time_ns(&stamp[..stamp.len() - 4]), None);
+        assert_eq!(receive_time_ns(&[0u8; 32]), None);
+        let bad = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &ts(1, 1_000_000_000),
+        );
+        assert_eq!(receive_time_ns(&bad), None);
+        assert_eq!(receive_time_ns(&cmsg(1, 2, &[0; 16])), None);
+    }
+
+    #[test]
+    fn sip_sockets_report_the_receive_time() {
+        let s = sip_own("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+        let on: libc::c_int = 0;
+        let mut got = on;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live c_int with its size.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&mut got as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        assert_eq!(got, 1);
     }
 
     #[test]

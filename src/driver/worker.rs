@@ -2,7 +2,7 @@
 //! sends and re-arms, submit everything in the next wait.
 
 use super::binder::BinderAction;
-use super::bufring::{BufRing, NAME_LEN};
+use super::bufring::{BufRing, NAME_LEN, SIP_CONTROL_LEN};
 use super::handoff::{Handoff, WakeTarget};
 use super::{
     call_id_owner, preflight, ring, socket, Core, DriverConfig, DriverError, Forward, MediaBinder,
@@ -47,6 +47,21 @@ const NO_SLOT: u32 = u32::MAX;
 
 /// `deadline` rounded up to the next multiple of `grain` counted from `origin`, so deadlines
 /// within one grain wake the worker once (and never early).
+/// CLOCK_REALTIME now, in ns since the epoch (the clock of the kernel's receive times).
+fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// How long a datagram received at `received_ns` waited until `wall_ns`. `None` without a
+/// receive time, or when the wall clock stepped (a wait of over a minute is a clock change,
+/// not a queue: the socket buffers hold seconds at most).
+fn queue_delay(received_ns: Option<u64>, wall_ns: u64) -> Option<Duration> {
+    let waited = wall_ns.saturating_sub(received_ns?);
+    (waited < 60_000_000_000).then(|| Duration::from_nanos(waited))
+}
+
 fn coarsen(deadline: Instant, origin: Instant, grain: Duration) -> Instant {
     let grain = grain.as_nanos().max(1);
     let since = deadline.saturating_duration_since(origin).as_nanos();
@@ -407,6 +422,7 @@ struct State<C> {
     sip_ring: BufRing,
     media_ring: BufRing,
     msghdr: Box<libc::msghdr>,
+    sip_msghdr: Box<libc::msghdr>,
     sockets: Vec<SockSlot>,
     free_slots: VecDeque<u32>,
     sip_slots: Vec<u32>,
@@ -421,6 +437,8 @@ struct State<C> {
     eventfd_buf: Box<u64>,
     wake_needed: Vec<bool>,
     saw_sip: bool,
+    /// CLOCK_REALTIME at the start of the turn, in ns: SIP receive times are on that clock.
+    wall_ns: u64,
     /// Media datagrams reaped this turn, and a smoothed media arrival rate (per second) that
     /// decides whether holding a wake-up for the media window is worth it.
     turn_media: u32,
@@ -501,7 +519,7 @@ impl<C: Core> Worker<C> {
             &sub,
             SIP_BGID,
             cfg.sip_buffers,
-            cfg.sip_buffer_size + super::bufring::PAYLOAD_OFFSET,
+            cfg.sip_buffer_size + super::bufring::PAYLOAD_OFFSET + SIP_CONTROL_LEN,
         )
         .map_err(|e| DriverError::io("registering the SIP buffer ring", e))?;
         let media_ring = BufRing::new(
@@ -521,6 +539,9 @@ impl<C: Core> Worker<C> {
         // multishot RecvMsg, the kernel writes the rest into the provided buffer.
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        // SIP datagrams also carry their kernel receive time (room for SCM_TIMESTAMPNS).
+        let mut sip_msghdr = msghdr.clone();
+        sip_msghdr.msg_controllen = SIP_CONTROL_LEN;
 
         let mut sockets = Vec::with_capacity(nslots);
         let mut sip_slots = Vec::new();
@@ -576,6 +597,7 @@ impl<C: Core> Worker<C> {
             sip_ring,
             media_ring,
             msghdr,
+            sip_msghdr,
             sockets,
             free_slots: (first_media as u32..nslots32).collect(),
             sip_slots,
@@ -592,6 +614,7 @@ impl<C: Core> Worker<C> {
             eventfd_buf: Box::new(0),
             wake_needed: vec![false; setup.workers],
             saw_sip: false,
+            wall_ns: 0,
             turn_media: 0,
             media_rate: 0.0,
             last_turn: Instant::now(),
@@ -655,15 +678,15 @@ impl<C: Core> State<C> {
         if s.armed || s.closing || s.sock.is_none() {
             return;
         }
-        let bgid = match s.kind {
-            SlotKind::Sip(_) => self.sip_ring.bgid(),
-            SlotKind::Media(_) => self.media_ring.bgid(),
+        let (bgid, msghdr) = match s.kind {
+            SlotKind::Sip(_) => (self.sip_ring.bgid(), &*self.sip_msghdr),
+            SlotKind::Media(_) => (self.media_ring.bgid(), &*self.msghdr),
         };
         s.armed = true;
-        let e = opcode::RecvMsgMulti::new(Fixed(slot), &*self.msghdr, bgid)
+        let e = opcode::RecvMsgMulti::new(Fixed(slot), msghdr, bgid)
             .build()
             .user_data(token(K_RECV, s.gen, slot));
-        // SAFETY: the msghdr is boxed in State and outlives the ring.
+        // SAFETY: both msghdrs are boxed in State and outlive the ring.
         unsafe { io.push(&e) };
     }
 
@@ -690,6 +713,7 @@ impl<C: Core> State<C> {
         loop {
             self.wait(io)?;
             let now = Instant::now();
+            self.wall_ns = wall_clock_ns();
             self.stats().turns.fetch_add(1, Ordering::Relaxed);
             self.saw_sip = false;
             self.turn_media = 0;
@@ -910,9 +934,13 @@ impl<C: Core> State<C> {
         let Some(buf) = ring.buf(bid) else { return };
         let len = (res as usize).min(buf.len());
         let base = buf.as_ptr() as usize;
+        let msghdr = match kind {
+            SlotKind::Sip(_) => &self.sip_msghdr,
+            SlotKind::Media(_) => &self.msghdr,
+        };
         let parsed = buf
             .get(..len)
-            .and_then(|b| RecvMsgOut::parse(b, &self.msghdr).ok());
+            .and_then(|b| RecvMsgOut::parse(b, msghdr).ok());
         let Some(out) = parsed else {
             ring.recycle(bid);
             return;
@@ -934,11 +962,15 @@ impl<C: Core> State<C> {
                 self.saw_sip = true;
                 let st = &self.stats[self.index];
                 st.sip_received.fetch_add(1, Ordering::Relaxed);
+                let received = socket::receive_time_ns(out.control_data());
                 let owner = call_id_owner(payload, self.workers).unwrap_or(self.index);
                 if owner == self.index {
+                    if let Some(delay) = queue_delay(received, self.wall_ns) {
+                        self.core.handle_sip_queue_delay(now, delay);
+                    }
                     self.core.handle_sip(now, src, local, payload);
                 } else if let Some(q) = self.shared.handoff.queue(self.index, owner) {
-                    if q.push(src, local, payload) {
+                    if q.push(src, local, received.unwrap_or(0), payload) {
                         st.handoff_out.fetch_add(1, Ordering::Relaxed);
                         if let Some(w) = self.wake_needed.get_mut(owner) {
                             *w = true;
@@ -1049,8 +1081,13 @@ impl<C: Core> State<C> {
             // Bounded: a busy producer cannot starve the rest of the turn.
             for _ in 0..self.cfg.handoff_slots {
                 let core = &mut self.core;
+                let wall_ns = self.wall_ns;
                 let got = q.pop_with(|s| {
                     if let Some(bytes) = s.data.get(..s.len) {
+                        let received = (s.received_ns != 0).then_some(s.received_ns);
+                        if let Some(delay) = queue_delay(received, wall_ns) {
+                            core.handle_sip_queue_delay(now, delay);
+                        }
                         core.handle_sip(now, s.src, s.local, bytes);
                     }
                 });
