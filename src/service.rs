@@ -522,6 +522,7 @@ impl Worker {
                 + s.rejected_no_matching_rule
                 + s.rejected_capacity
                 + s.rejected_draining
+                + s.rejected_overload
                 + s.rejected_ports,
         );
         b.store(Counter::CallsRouted, s.calls_started);
@@ -537,8 +538,10 @@ impl Worker {
         b.store(Counter::Retransmissions, s.retransmissions_sent);
         b.store(
             Counter::RejectedBusy,
-            s.rejected_capacity + s.rejected_draining + s.rejected_ports,
+            s.rejected_capacity + s.rejected_draining + s.rejected_overload + s.rejected_ports,
         );
+        b.store(Counter::RejectedOverload, s.rejected_overload);
+        b.store(Counter::OverloadEpisodes, s.overload_episodes);
         b.store(Counter::LingeringEvicted, s.lingering_evicted);
         b.store(Counter::RtpPacketsRelayed, m.forwarded_packets);
         b.store(Counter::RtpBytesRelayed, m.forwarded_bytes);
@@ -581,6 +584,10 @@ impl driver::Core for Worker {
             media::Forward::To { out_port, dst } => driver::Forward::To { out_port, dst },
             media::Forward::Drop(_) => driver::Forward::Drop,
         }
+    }
+
+    fn handle_sip_queue_delay(&mut self, _now: Instant, delay: std::time::Duration) {
+        self.proxy.handle_queue_delay(delay);
     }
 
     fn handle_timeout(&mut self, now: Instant) {

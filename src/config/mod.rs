@@ -100,6 +100,11 @@ pub struct Server {
     /// The same after a loop turn that carried SIP (signaling wants a shorter hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_batch_wait_us: Option<u32>,
+    /// Overload control: once a SIP datagram has waited this long (ms) in the socket queue,
+    /// new calls get 503 with Retry-After until one has waited a quarter of it or less;
+    /// 0: off; unset: 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_overload_queue_ms: Option<u32>,
     /// SCHED_FIFO priority (1-99) of the worker threads; unset or 0: the normal scheduler.
     /// A woken real-time worker preempts whatever else runs on its core at once, instead of
     /// waiting for that task's time slice: the cure for millisecond setup-latency tails on a
@@ -142,6 +147,7 @@ impl Default for Server {
             media_timeout_s: default_media_timeout_s(),
             media_batch_wait_us: None,
             sip_batch_wait_us: None,
+            sip_overload_queue_ms: None,
             realtime_priority: None,
         }
     }

@@ -103,6 +103,7 @@ const SERVER: &[Field] = &[
     f("media_timeout_s", U32, false),
     f("media_batch_wait_us", Kind::Int(0, 100_000), false),
     f("sip_batch_wait_us", Kind::Int(0, 100_000), false),
+    f("sip_overload_queue_ms", Kind::Int(0, 10_000), false),
     f("realtime_priority", Kind::Int(0, 99), false),
 ];
 const VOICE: &[Field] = &[f("pstn_usages", Kind::StrList, false)];

@@ -231,3 +231,27 @@ fn tcp_and_tls_are_refused_with_their_lines() {
     assert_eq!(d[1].1.as_deref(), Some("PstnGateway:gw1"));
     assert!(d[1].2.contains("`tls`"), "{shown:#?}");
 }
+
+#[test]
+fn overload_mark_is_optional_bounded_and_reaches_the_proxy() {
+    use crate::proxy::ProxyConfig;
+    use std::time::Duration;
+    let local = "127.0.0.1:5061".parse().unwrap();
+    let mark = |text: &str| {
+        let c = Config::from_toml(text).unwrap_or_else(|d| panic!("{d:?}"));
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+        ProxyConfig::for_core(&c, local, 0, 1).overload_queue_delay
+    };
+    assert_eq!(mark("[server]\n"), Some(Duration::from_millis(20)));
+    assert_eq!(
+        mark("[server]\nsip_overload_queue_ms = 150\n"),
+        Some(Duration::from_millis(150))
+    );
+    assert_eq!(mark("[server]\nsip_overload_queue_ms = 0\n"), None);
+    let err = Config::from_toml("[server]\nsip_overload_queue_ms = 60000\n").unwrap_err();
+    assert!(
+        err.iter()
+            .any(|d| d.line == Some(2) && d.message.contains("out of range")),
+        "{err:?}"
+    );
+}

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 pub use super::transaction::TimerValues;
 
+/// A standing queue of this much keeps INVITEs well inside Timer A's first retransmission
+/// (T1 = 500 ms), so callers are answered before they retransmit.
+pub const DEFAULT_OVERLOAD_QUEUE_DELAY: Duration = Duration::from_millis(20);
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// This core's own SIP address: its port goes into our Via sent-by and Record-Route.
@@ -29,6 +33,13 @@ pub struct ProxyConfig {
     pub max_call_duration: Duration,
     /// Largest datagram processed and largest message written.
     pub max_message: usize,
+    /// Overload control: once a SIP datagram has waited this long in the socket queue before
+    /// the core sees it, new calls get 503 with Retry-After (cheaply, without routing or
+    /// state) until one has waited a quarter of it or less; requests and responses of calls
+    /// in progress are handled as usual. Without it, a relay past its
+    /// capacity answers INVITEs after the callers' Timer A has fired, and their
+    /// retransmissions multiply the load (congestion collapse). `None`: off.
+    pub overload_queue_delay: Option<Duration>,
 }
 
 impl ProxyConfig {
@@ -45,6 +56,7 @@ impl ProxyConfig {
             retry_after_s: 10,
             max_call_duration: Duration::from_secs(12 * 3600),
             max_message: 16 * 1024,
+            overload_queue_delay: Some(DEFAULT_OVERLOAD_QUEUE_DELAY),
         }
     }
 
@@ -60,6 +72,11 @@ impl ProxyConfig {
         p.public_address = cfg.server.public_address.unwrap_or(local.ip());
         p.core = core;
         p.cores = cores.max(1);
+        p.overload_queue_delay = match cfg.server.sip_overload_queue_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(u64::from(ms))),
+            None => Some(DEFAULT_OVERLOAD_QUEUE_DELAY),
+        };
         p
     }
 

@@ -37,6 +37,10 @@ pub struct ProxyStats {
     /// then handled afresh (481, or forwarded again).
     pub lingering_evicted: u64,
     pub rejected_draining: u64,
+    /// New calls refused with 503 while the SIP queueing delay was past the overload mark.
+    pub rejected_overload: u64,
+    /// Times the core entered overload.
+    pub overload_episodes: u64,
     pub rejected_ports: u64,
     pub rejected_bad_sdp: u64,
     pub rejected_method: u64,

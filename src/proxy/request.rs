@@ -235,6 +235,10 @@ impl<B: PortBinder> Proxy<B> {
             self.stats.rejected_draining += 1;
             return self.reject_busy(msg, src, 503);
         }
+        if self.overloaded {
+            self.stats.rejected_overload += 1;
+            return self.reject_busy(msg, src, 503);
+        }
         if !self.make_room(now, self.cfg.new_call_reserve())
             || (invite && self.calls.len() >= self.cfg.max_calls)
         {

@@ -1948,3 +1948,63 @@ fn unreadable_sdp_offer_is_488_without_leak() {
     assert_eq!(sim.proxy.stats().rejected_bad_sdp, 1);
     sim.assert_clean();
 }
+
+#[test]
+fn overload_refuses_new_calls_until_the_queue_drains_and_serves_calls_in_progress() {
+    let ms = Duration::from_millis;
+    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let (mut a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
+    // Below the 20 ms mark: a burst, nothing refused.
+    sim.proxy.handle_queue_delay(ms(19));
+    assert!(!sim.proxy.is_overloaded());
+    sim.proxy.handle_queue_delay(ms(20));
+    assert!(sim.proxy.is_overloaded());
+    let mut c = Ua::caller(PBX1, "+12065550101", "overload@pbx1");
+    let (inv, _) = c.invite(None);
+    sim.send(PBX1, &inv);
+    let r = sim.expect_status(PBX1, 503);
+    assert_eq!(header(&r, HeaderName::RetryAfter).as_deref(), Some("10"));
+    sim.quiet(PBX2);
+    // The stateless 503 leaves nothing behind; its ACK is absorbed.
+    sim.send(PBX1, &c.request_ack_for(&r));
+    sim.quiet(PBX2);
+    // The call in progress goes on while overloaded.
+    sim.send(PBX1, &a.in_dialog("INFO", None));
+    let info = sim.expect_method(PBX2, Method::Info);
+    sim.send(PBX2, &reply(&info, 200, None, None, None));
+    sim.expect_status(PBX1, 200);
+    // Hysteresis: still refusing until a datagram has waited a quarter of the mark or less.
+    sim.proxy.handle_queue_delay(ms(6));
+    assert!(sim.proxy.is_overloaded());
+    sim.proxy.handle_queue_delay(ms(5));
+    assert!(!sim.proxy.is_overloaded());
+    let mut d = Ua::caller(PBX1, "+12065550102", "after@pbx1");
+    let (inv, _) = d.invite(None);
+    sim.send(PBX1, &inv);
+    sim.expect_status(PBX1, 100);
+    sim.expect_method(PBX2, Method::Invite);
+    let s = sim.proxy.stats();
+    assert_eq!((s.rejected_overload, s.overload_episodes), (1, 1));
+    sim.send(PBX1, &a.in_dialog("BYE", None));
+    let bye = sim.expect_method(PBX2, Method::Bye);
+    sim.send(PBX2, &reply(&bye, 200, None, None, None));
+    sim.expect_status(PBX1, 200);
+}
+
+#[test]
+fn overload_control_can_be_turned_off() {
+    let mut pcfg = ProxyConfig::new(addr(RELAY));
+    pcfg.overload_queue_delay = None;
+    let mut sim = Sim::with(
+        DEFAULT_CONFIG,
+        pcfg,
+        PortRange {
+            first: 30000,
+            last: 39999,
+        },
+    );
+    sim.proxy.handle_queue_delay(Duration::from_secs(5));
+    assert!(!sim.proxy.is_overloaded());
+    establish(&mut sim, PBX1, "+12065550100", PBX2);
+    assert_eq!(sim.proxy.stats().rejected_overload, 0);
+}
