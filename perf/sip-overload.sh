@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Goodput past capacity: calls completed per second, retransmissions and setup time when the
 # native generator offers more calls than the box can carry, with the relay's overload control
-# (the default `sip_overload_queue_ms`) and without it (`sip_overload_queue_ms = 0`), side by
+# (`sip_overload_queue_ms = MARK_MS`, 20 unless set) and without it (the default), side by
 # side. Each trial starts a fresh relay (perf/sip-bench.toml, 127.0.0.1:5070), so state left by
 # an earlier trial (lingering transactions) does not weaken the next one.
 #
@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo build --release --bin intertrunk --example sip-load -q
-sed 's/^\[server\]/[server]\nsip_overload_queue_ms = 0/' perf/sip-bench.toml >"$work/off.toml"
+sed "s/^\[server\]/[server]\nsip_overload_queue_ms = ${MARK_MS:-20}/" perf/sip-bench.toml >"$work/on.toml"
 
 trial() { # control config rate
     RUST_LOG=warn target/release/intertrunk run --config "$2" >"$work/relay.log" 2>&1 &
@@ -45,6 +45,6 @@ trial() { # control config rate
 
 echo "# $(date -u '+%F %H:%M') $(nproc) vCPU, kernel $(uname -r); ${secs}s trials, hold 1 s, generator sip-load"
 for rate in ${rates//,/ }; do
-    trial "control on " perf/sip-bench.toml "$rate"
-    trial "control off" "$work/off.toml" "$rate"
+    trial "control on " "$work/on.toml" "$rate"
+    trial "control off" perf/sip-bench.toml "$rate"
 done

@@ -242,7 +242,7 @@ fn overload_mark_is_optional_bounded_and_reaches_the_proxy() {
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
         ProxyConfig::for_core(&c, local, 0, 1).overload_queue_delay
     };
-    assert_eq!(mark("[server]\n"), Some(Duration::from_millis(20)));
+    assert_eq!(mark("[server]\n"), None);
     assert_eq!(
         mark("[server]\nsip_overload_queue_ms = 150\n"),
         Some(Duration::from_millis(150))

@@ -1952,7 +1952,16 @@ fn unreadable_sdp_offer_is_488_without_leak() {
 #[test]
 fn overload_refuses_new_calls_until_the_queue_drains_and_serves_calls_in_progress() {
     let ms = Duration::from_millis;
-    let mut sim = Sim::new(DEFAULT_CONFIG);
+    let mut pcfg = ProxyConfig::new(addr(RELAY));
+    pcfg.overload_queue_delay = Some(ms(20));
+    let mut sim = Sim::with(
+        DEFAULT_CONFIG,
+        pcfg,
+        PortRange {
+            first: 30000,
+            last: 39999,
+        },
+    );
     let (mut a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
     // Below the 20 ms mark: a burst, nothing refused.
     sim.proxy.handle_queue_delay(ms(19));
@@ -1992,17 +2001,8 @@ fn overload_refuses_new_calls_until_the_queue_drains_and_serves_calls_in_progres
 }
 
 #[test]
-fn overload_control_can_be_turned_off() {
-    let mut pcfg = ProxyConfig::new(addr(RELAY));
-    pcfg.overload_queue_delay = None;
-    let mut sim = Sim::with(
-        DEFAULT_CONFIG,
-        pcfg,
-        PortRange {
-            first: 30000,
-            last: 39999,
-        },
-    );
+fn overload_control_is_off_by_default() {
+    let mut sim = Sim::new(DEFAULT_CONFIG);
     sim.proxy.handle_queue_delay(Duration::from_secs(5));
     assert!(!sim.proxy.is_overloaded());
     establish(&mut sim, PBX1, "+12065550100", PBX2);
