@@ -45,18 +45,20 @@ fn stamp_receive_time(s: &Socket) -> io::Result<()> {
     }
 }
 
-/// One worker's socket on a shared SIP address: the kernel spreads flows over the workers.
-pub(crate) fn sip_shared(addr: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
-    let s = udp(addr, true, recv_buffer)?;
+fn sip(addr: SocketAddr, reuse_port: bool, recv_buffer: usize) -> io::Result<Socket> {
+    let s = udp(addr, reuse_port, recv_buffer)?;
     stamp_receive_time(&s)?;
     Ok(s)
 }
 
+/// One worker's socket on a shared SIP address: the kernel spreads flows over the workers.
+pub(crate) fn sip_shared(addr: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
+    sip(addr, true, recv_buffer)
+}
+
 /// The worker's own SIP socket (its Via sent-by and Record-Route point here).
 pub(crate) fn sip_own(addr: SocketAddr, recv_buffer: usize) -> io::Result<Socket> {
-    let s = udp(addr, false, recv_buffer)?;
-    stamp_receive_time(&s)?;
-    Ok(s)
+    sip(addr, false, recv_buffer)
 }
 
 /// The kernel receive time (CLOCK_REALTIME, nanoseconds since the epoch) in a datagram's

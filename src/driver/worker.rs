@@ -45,8 +45,6 @@ fn untoken(t: u64) -> (u64, u32, u32) {
 
 const NO_SLOT: u32 = u32::MAX;
 
-/// `deadline` rounded up to the next multiple of `grain` counted from `origin`, so deadlines
-/// within one grain wake the worker once (and never early).
 /// CLOCK_REALTIME now, in ns since the epoch (the clock of the kernel's receive times).
 fn wall_clock_ns() -> u64 {
     std::time::SystemTime::now()
@@ -62,6 +60,24 @@ fn queue_delay(received_ns: Option<u64>, wall_ns: u64) -> Option<Duration> {
     (waited < 60_000_000_000).then(|| Duration::from_nanos(waited))
 }
 
+/// Hands a SIP datagram to the core, preceded by how long it waited when that is known.
+fn deliver_sip<C: Core>(
+    core: &mut C,
+    now: Instant,
+    wall_ns: u64,
+    received_ns: Option<u64>,
+    src: SocketAddr,
+    local: SocketAddr,
+    bytes: &[u8],
+) {
+    if let Some(delay) = queue_delay(received_ns, wall_ns) {
+        core.handle_sip_queue_delay(now, delay);
+    }
+    core.handle_sip(now, src, local, bytes);
+}
+
+/// `deadline` rounded up to the next multiple of `grain` counted from `origin`, so deadlines
+/// within one grain wake the worker once (and never early).
 fn coarsen(deadline: Instant, origin: Instant, grain: Duration) -> Instant {
     let grain = grain.as_nanos().max(1);
     let since = deadline.saturating_duration_since(origin).as_nanos();
@@ -394,6 +410,22 @@ enum SlotKind {
     Media(u16),
 }
 
+/// The msghdr each multishot `RecvMsg` lays its buffers out by: SIP buffers also hold the
+/// kernel receive time (control data), media buffers only the source address.
+struct RecvHeaders {
+    sip: Box<libc::msghdr>,
+    media: Box<libc::msghdr>,
+}
+
+impl RecvHeaders {
+    fn of(&self, kind: SlotKind) -> &libc::msghdr {
+        match kind {
+            SlotKind::Sip(_) => &self.sip,
+            SlotKind::Media(_) => &self.media,
+        }
+    }
+}
+
 struct SockSlot {
     sock: Option<Socket>,
     kind: SlotKind,
@@ -421,8 +453,7 @@ struct State<C> {
     min_wait: bool,
     sip_ring: BufRing,
     media_ring: BufRing,
-    msghdr: Box<libc::msghdr>,
-    sip_msghdr: Box<libc::msghdr>,
+    recv_headers: RecvHeaders,
     sockets: Vec<SockSlot>,
     free_slots: VecDeque<u32>,
     sip_slots: Vec<u32>,
@@ -596,8 +627,10 @@ impl<C: Core> Worker<C> {
             min_wait: mode.min_wait,
             sip_ring,
             media_ring,
-            msghdr,
-            sip_msghdr,
+            recv_headers: RecvHeaders {
+                sip: sip_msghdr,
+                media: msghdr,
+            },
             sockets,
             free_slots: (first_media as u32..nslots32).collect(),
             sip_slots,
@@ -678,15 +711,15 @@ impl<C: Core> State<C> {
         if s.armed || s.closing || s.sock.is_none() {
             return;
         }
-        let (bgid, msghdr) = match s.kind {
-            SlotKind::Sip(_) => (self.sip_ring.bgid(), &*self.sip_msghdr),
-            SlotKind::Media(_) => (self.media_ring.bgid(), &*self.msghdr),
+        let bgid = match s.kind {
+            SlotKind::Sip(_) => self.sip_ring.bgid(),
+            SlotKind::Media(_) => self.media_ring.bgid(),
         };
         s.armed = true;
-        let e = opcode::RecvMsgMulti::new(Fixed(slot), msghdr, bgid)
+        let e = opcode::RecvMsgMulti::new(Fixed(slot), self.recv_headers.of(s.kind), bgid)
             .build()
             .user_data(token(K_RECV, s.gen, slot));
-        // SAFETY: both msghdrs are boxed in State and outlive the ring.
+        // SAFETY: both msghdrs are boxed in State (recv_headers) and outlive the ring.
         unsafe { io.push(&e) };
     }
 
@@ -934,13 +967,9 @@ impl<C: Core> State<C> {
         let Some(buf) = ring.buf(bid) else { return };
         let len = (res as usize).min(buf.len());
         let base = buf.as_ptr() as usize;
-        let msghdr = match kind {
-            SlotKind::Sip(_) => &self.sip_msghdr,
-            SlotKind::Media(_) => &self.msghdr,
-        };
         let parsed = buf
             .get(..len)
-            .and_then(|b| RecvMsgOut::parse(b, msghdr).ok());
+            .and_then(|b| RecvMsgOut::parse(b, self.recv_headers.of(kind)).ok());
         let Some(out) = parsed else {
             ring.recycle(bid);
             return;
@@ -965,10 +994,15 @@ impl<C: Core> State<C> {
                 let received = socket::receive_time_ns(out.control_data());
                 let owner = call_id_owner(payload, self.workers).unwrap_or(self.index);
                 if owner == self.index {
-                    if let Some(delay) = queue_delay(received, self.wall_ns) {
-                        self.core.handle_sip_queue_delay(now, delay);
-                    }
-                    self.core.handle_sip(now, src, local, payload);
+                    deliver_sip(
+                        &mut self.core,
+                        now,
+                        self.wall_ns,
+                        received,
+                        src,
+                        local,
+                        payload,
+                    );
                 } else if let Some(q) = self.shared.handoff.queue(self.index, owner) {
                     if q.push(src, local, received.unwrap_or(0), payload) {
                         st.handoff_out.fetch_add(1, Ordering::Relaxed);
@@ -1085,10 +1119,7 @@ impl<C: Core> State<C> {
                 let got = q.pop_with(|s| {
                     if let Some(bytes) = s.data.get(..s.len) {
                         let received = (s.received_ns != 0).then_some(s.received_ns);
-                        if let Some(delay) = queue_delay(received, wall_ns) {
-                            core.handle_sip_queue_delay(now, delay);
-                        }
-                        core.handle_sip(now, s.src, s.local, bytes);
+                        deliver_sip(core, now, wall_ns, received, s.src, s.local, bytes);
                     }
                 });
                 if !got {
