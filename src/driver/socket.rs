@@ -195,8 +195,7 @@ mod tests {
     #[test]
     fn sip_sockets_report_the_receive_time() {
         let s = sip_own("127.0.0.1:0".parse().unwrap(), 0).unwrap();
-        let on: libc::c_int = 0;
-        let mut got = on;
+        let mut got: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: getsockopt into a live c_int with its size.
         let r = unsafe {

@@ -32,9 +32,9 @@ pub struct ProxyConfig {
     /// Overload control: once a SIP datagram has waited this long in the socket queue before
     /// the core sees it, new calls get 503 with Retry-After (cheaply, without routing or
     /// state) until one has waited a quarter of it or less; requests and responses of calls
-    /// in progress are handled as usual. Without it, a relay past its
-    /// capacity answers INVITEs after the callers' Timer A has fired, and their
-    /// retransmissions multiply the load (congestion collapse). `None` (the default): off.
+    /// in progress are handled as usual. Without it, a relay past its capacity answers
+    /// INVITEs after the callers' Timer A has fired, and their retransmissions multiply the
+    /// load (congestion collapse). `None` (the default): off.
     /// 20 ms kept goodput near capacity past it in the measurements, but on a 2 vCPU VM its
     /// stalls also crossed 20 ms at half capacity and refused a few calls, so it is opt-in.
     pub overload_queue_delay: Option<Duration>,

@@ -117,9 +117,14 @@ translated_response_code = 503
 
 impl Sim {
     fn new(config: &str) -> Sim {
+        Sim::with_proxy(config, ProxyConfig::new(addr(RELAY)))
+    }
+
+    /// The default media port range with proxy settings of the test's own.
+    fn with_proxy(config: &str, pcfg: ProxyConfig) -> Sim {
         Sim::with(
             config,
-            ProxyConfig::new(addr(RELAY)),
+            pcfg,
             PortRange {
                 first: 30000,
                 last: 39999,
@@ -1392,14 +1397,7 @@ fn port_exhaustion_is_503_and_never_a_broken_call() {
 fn call_cap_and_drain_give_503_and_existing_calls_continue() {
     let mut pcfg = ProxyConfig::new(addr(RELAY));
     pcfg.max_calls = 1;
-    let mut sim = Sim::with(
-        DEFAULT_CONFIG,
-        pcfg,
-        PortRange {
-            first: 30000,
-            last: 39999,
-        },
-    );
+    let mut sim = Sim::with_proxy(DEFAULT_CONFIG, pcfg);
     let (mut a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
     let mut c = Ua::caller(PBX1, "+12065550101", "cap@pbx1");
     let (inv, _) = c.invite(None);
@@ -1429,14 +1427,7 @@ fn call_cap_and_drain_give_503_and_existing_calls_continue() {
 fn lingering_transactions_give_way_at_the_cap_live_ones_do_not() {
     let mut pcfg = ProxyConfig::new(addr(RELAY));
     pcfg.max_transactions = 16;
-    let mut sim = Sim::with(
-        DEFAULT_CONFIG,
-        pcfg,
-        PortRange {
-            first: 30000,
-            last: 39999,
-        },
-    );
+    let mut sim = Sim::with_proxy(DEFAULT_CONFIG, pcfg);
     // Each finished call leaves two settled contexts lingering (Timers L/M and J, 32 s):
     // far more calls than the cap allows contexts still go through, evicting the oldest.
     for n in 0..20 {
@@ -1797,14 +1788,7 @@ fn maximum_call_duration_ends_the_call() {
     let mut pcfg = ProxyConfig::new(addr(RELAY));
     pcfg.max_call_duration = Duration::from_secs(20);
     let cfg = DEFAULT_CONFIG.replace("media_timeout_s = 30", "media_timeout_s = 3600");
-    let mut sim = Sim::with(
-        &cfg,
-        pcfg,
-        PortRange {
-            first: 30000,
-            last: 39999,
-        },
-    );
+    let mut sim = Sim::with_proxy(&cfg, pcfg);
     let (_a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
     sim.run(Duration::from_secs(21));
     let b1 = sim.expect_method(PBX1, Method::Bye);
@@ -1954,14 +1938,7 @@ fn overload_refuses_new_calls_until_the_queue_drains_and_serves_calls_in_progres
     let ms = Duration::from_millis;
     let mut pcfg = ProxyConfig::new(addr(RELAY));
     pcfg.overload_queue_delay = Some(ms(20));
-    let mut sim = Sim::with(
-        DEFAULT_CONFIG,
-        pcfg,
-        PortRange {
-            first: 30000,
-            last: 39999,
-        },
-    );
+    let mut sim = Sim::with_proxy(DEFAULT_CONFIG, pcfg);
     let (mut a, _b) = establish(&mut sim, PBX1, "+12065550100", PBX2);
     // Below the 20 ms mark: a burst, nothing refused.
     sim.proxy.handle_queue_delay(ms(19));
